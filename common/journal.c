@@ -1,0 +1,565 @@
+/* nbd-replica: group-commit appender for the log ring.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Durability argument (the one place appends become durable):
+ * the writer thread writes a whole batch with pwritev into the
+ * preallocated, zero-filled ring, then calls fdatasync on the log fd.
+ * fdatasync returns only after the written data, and any metadata needed
+ * to read it back, are on stable storage (the device cache is flushed by
+ * the filesystem's barrier).  Since the file never changes size after
+ * formatting, fdatasync is as strong as fsync here.  Only after it
+ * returns does any submitter of the batch learn its unit is done, so no
+ * reply is ever sent for a record that is not durable.
+ *
+ * Each batch ends on a 4 KiB boundary (the last record's rec_size takes
+ * the padding), so a batch never shares a block with an earlier durable
+ * batch: a torn write can only damage records that were never
+ * acknowledged, and the scan stops at them by checksum.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <time.h>
+
+#include "journal.h"
+
+#define BATCH_MAX_BYTES   (16u * 1024 * 1024)
+#define BATCH_MAX_IOV     1000           /* below IOV_MAX (1024) */
+#define SEQ_RESERVE_STEP  (1u << 16)
+
+static ssize_t
+sys_pwritev (int fd, const struct iovec *iov, int n, off_t off)
+{
+  return pwritev (fd, iov, n, off);
+}
+
+const struct journal_io journal_sys_io = {
+  .pwritev = sys_pwritev,
+  .fdatasync = fdatasync,
+};
+
+static uint64_t
+ring_size (const struct journal *j)
+{
+  return j->log->sb.ring_size;
+}
+
+uint64_t
+journal_max_unit_bytes (const struct journal *j)
+{
+  return ring_size (j) / 4;
+}
+
+static uint32_t
+entry_payload_len (const struct jentry *e)
+{
+  return e->op == RLOG_OP_WRITE ? e->length : 0;
+}
+
+static uint64_t
+unit_bytes (const struct junit *u)
+{
+  uint64_t n = 0;
+
+  for (size_t i = 0; i < u->n; ++i)
+    n += rlog_rec_size (entry_payload_len (&u->entries[i]));
+  return n;
+}
+
+/* In-flight list, in seq order (appended by the writer only). */
+static void
+inflight_add (struct journal *j, struct jentry *e)
+{
+  e->inext = NULL;
+  e->iprev = j->itail;
+  if (j->itail)
+    j->itail->inext = e;
+  else
+    j->ihead = e;
+  j->itail = e;
+  e->inflight = true;
+}
+
+static void
+inflight_del (struct journal *j, struct jentry *e)
+{
+  if (!e->inflight)
+    return;
+  if (e->iprev)
+    e->iprev->inext = e->inext;
+  else
+    j->ihead = e->inext;
+  if (e->inext)
+    e->inext->iprev = e->iprev;
+  else
+    j->itail = e->iprev;
+  e->inflight = false;
+}
+
+/* A planned batch: units [first .. last], laid out from start_lsn. */
+struct batch {
+  struct junit *units;          /* detached queue segment */
+  uint64_t start_lsn, end_lsn;
+  uint64_t wrap_lsn;            /* UINT64_MAX if no WRAP record */
+  uint32_t wrap_size;
+  uint8_t wrap_hdr[RLOG_REC_HDR_SIZE];
+  size_t nrecs;
+};
+
+/* Lay out units from lsn; returns the end lsn (block aligned) and
+ * where a WRAP filler goes.  Does not modify the units.
+ */
+static uint64_t
+plan_units (const struct journal *j, struct junit *u, struct junit *stop,
+            uint64_t lsn, uint64_t *wrap_lsn, uint32_t *wrap_size)
+{
+  uint64_t rs = ring_size (j);
+
+  *wrap_lsn = UINT64_MAX;
+  for (; u != stop; u = u->next) {
+    for (size_t i = 0; i < u->n; ++i) {
+      uint32_t sz = rlog_rec_size (entry_payload_len (&u->entries[i]));
+      uint64_t room = rs - lsn % rs;
+      if (sz > room) {
+        *wrap_lsn = lsn;
+        *wrap_size = room;
+        lsn += room;
+      }
+      lsn += sz;
+    }
+  }
+  return (lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
+}
+
+/* Take as many queued units as fit the limits and the free space.
+ * Returns false (nothing taken) if not even the first unit fits.
+ * Called with j->lock held.
+ */
+static bool
+take_batch (struct journal *j, struct batch *b)
+{
+  struct junit *u, *end = NULL;
+  uint64_t bytes = 0, recs = 0, wl;
+  uint32_t ws;
+  uint64_t limit = ring_size (j) / 2 < BATCH_MAX_BYTES
+    ? ring_size (j) / 2 : BATCH_MAX_BYTES;
+
+  for (u = j->qhead; u; u = u->next) {
+    /* 2 iovecs per record + 1 WRAP */
+    if (end && (bytes + u->bytes > limit ||
+                2 * (recs + u->n) + 1 > BATCH_MAX_IOV))
+      break;
+    uint64_t e = plan_units (j, j->qhead, u->next, j->head_lsn, &wl, &ws);
+    if (e - j->ckpt_lsn > ring_size (j))
+      break;
+    bytes += u->bytes;
+    recs += u->n;
+    end = u;
+  }
+  if (!end)
+    return false;
+
+  b->units = j->qhead;
+  j->qhead = end->next;
+  if (!j->qhead)
+    j->qtail = NULL;
+  end->next = NULL;
+  b->start_lsn = j->head_lsn;
+  b->end_lsn = plan_units (j, b->units, NULL, j->head_lsn,
+                           &b->wrap_lsn, &b->wrap_size);
+  b->nrecs = recs;
+  return true;
+}
+
+/* Assign seq, lsn, epoch to every entry; register them in flight.
+ * Called with j->lock held.
+ */
+static void
+assign_batch (struct journal *j, struct batch *b)
+{
+  uint64_t lsn = b->start_lsn, rs = ring_size (j), now = rlog_now_ns ();
+  struct jentry *last = NULL;
+
+  for (struct junit *u = b->units; u; u = u->next) {
+    for (size_t i = 0; i < u->n; ++i) {
+      struct jentry *e = &u->entries[i];
+      uint32_t plen = entry_payload_len (e);
+
+      if (lsn == b->wrap_lsn) {
+        struct rlog_rec w = {
+          .op = RLOG_OP_WRAP, .seq = j->head_seq, .epoch = j->epoch,
+          .rec_size = b->wrap_size, .timestamp_ns = now,
+        };
+        rlog_rec_seal (&w, b->wrap_hdr, 0);
+        lsn += b->wrap_size;
+      }
+      memset (&e->rec, 0, sizeof e->rec);
+      e->rec.op = e->op;
+      e->rec.flags = e->flags;
+      e->rec.payload_len = plen;
+      e->rec.length = e->length;
+      e->rec.offset = e->offset;
+      e->rec.rec_size = rlog_rec_size (plen);
+      e->rec.seq = ++j->head_seq;
+      e->rec.epoch = j->epoch;
+      e->rec.timestamp_ns = now;
+      e->lsn = lsn;
+      lsn += e->rec.rec_size;
+      inflight_add (j, e);
+      last = e;
+    }
+  }
+  /* The last record absorbs the padding to the block boundary. */
+  last->rec.rec_size += b->end_lsn - lsn;
+  (void) rs;
+  j->head_epoch = j->epoch;
+  j->head_lsn = b->end_lsn;
+}
+
+/* Build the iovecs and write; the batch may wrap once at the ring end
+ * (the WRAP record fills up to it).  Returns 0 or -1 with errno.
+ */
+static int
+write_batch (struct journal *j, struct batch *b)
+{
+  struct iovec iov[BATCH_MAX_IOV + 8];
+  const struct rlog_sb *sb = &j->log->sb;
+  static const char pad_src[RLOG_BLOCK];
+  int n = 0;
+  uint64_t seg_lsn = b->start_lsn, lsn = b->start_lsn;
+
+#define FLUSH_SEGMENT()                                                 \
+  do {                                                                  \
+    if (n > 0) {                                                        \
+      ssize_t want = lsn - seg_lsn, r;                                  \
+      r = j->io->pwritev (j->log->fd, iov, n, rlog_lsn_to_off (sb, seg_lsn)); \
+      if (r == -1) return -1;                                           \
+      if (r != want) { errno = EIO; return -1; }                        \
+    }                                                                   \
+    n = 0; seg_lsn = lsn;                                               \
+  } while (0)
+
+  for (struct junit *u = b->units; u; u = u->next) {
+    for (size_t i = 0; i < u->n; ++i) {
+      struct jentry *e = &u->entries[i];
+      uint32_t used;
+
+      if (lsn == b->wrap_lsn) {
+        iov[n++] = (struct iovec) { b->wrap_hdr, RLOG_REC_HDR_SIZE };
+        lsn += RLOG_REC_HDR_SIZE;
+        FLUSH_SEGMENT ();        /* the rest of the ring is filler */
+        lsn = seg_lsn = b->wrap_lsn + b->wrap_size;
+      }
+      rlog_rec_seal (&e->rec, e->hdr, e->payload_crc);
+      iov[n++] = (struct iovec) { e->hdr, RLOG_REC_HDR_SIZE };
+      if (e->rec.payload_len)
+        iov[n++] = (struct iovec) { (void *) e->payload, e->rec.payload_len };
+      used = RLOG_REC_HDR_SIZE + e->rec.payload_len;
+      lsn += used;
+      /* Alignment gap to the next record: write zeroes (keeps the
+       * space between records clean for log-dump; costs nothing extra
+       * as the same blocks are written anyway).
+       */
+      if (e->rec.rec_size > used) {
+        uint32_t gap = e->rec.rec_size - used;
+        while (gap > 0) {
+          uint32_t k = gap < RLOG_BLOCK ? gap : RLOG_BLOCK;
+          iov[n++] = (struct iovec) { (void *) pad_src, k };
+          gap -= k;
+          lsn += k;
+        }
+      }
+      if (n >= BATCH_MAX_IOV)
+        FLUSH_SEGMENT ();
+    }
+  }
+  FLUSH_SEGMENT ();
+#undef FLUSH_SEGMENT
+  return 0;
+}
+
+/* After a failed append: make the failed batch unreachable (zero its
+ * first block, so a scan stops there), then start a new epoch so no
+ * record of the failed batch can ever chain onto newer ones.  If even
+ * that fails the log is fenced.  Called without j->lock.
+ */
+static void
+recover_from_failure (struct journal *j, const struct batch *b)
+{
+  static const char zero[RLOG_BLOCK];
+  struct rlog_sb sb;
+  int ok;
+
+  ok = pwrite (j->log->fd, zero, RLOG_BLOCK,
+               rlog_lsn_to_off (&j->log->sb, b->start_lsn)) == RLOG_BLOCK &&
+    j->io->fdatasync (j->log->fd) == 0;
+  pthread_mutex_lock (&j->log->sb_lock);
+  if (ok) {
+    sb = j->log->sb;
+    sb.epoch++;
+    ok = rlog_sb_write_locked (j->log, &sb) == 0;
+  }
+  pthread_mutex_unlock (&j->log->sb_lock);
+
+  pthread_mutex_lock (&j->lock);
+  if (ok) {
+    j->epoch = sb.epoch;
+    j->head_lsn = b->start_lsn;     /* reuse the space; seqs stay burned */
+  }
+  else
+    j->fenced = true;
+  pthread_mutex_unlock (&j->lock);
+}
+
+/* Persist a larger seq reservation before handing out seqs above the
+ * current one, so no seq is ever reused after a crash.
+ */
+static int
+reserve_seqs (struct journal *j, uint64_t upto)
+{
+  struct rlog_sb sb;
+  int r = 0;
+
+  pthread_mutex_lock (&j->log->sb_lock);
+  if (j->log->sb.seq_reserved < upto) {
+    sb = j->log->sb;
+    sb.seq_reserved = upto + j->seq_reserve_step;
+    r = rlog_sb_write_locked (j->log, &sb);
+  }
+  pthread_mutex_unlock (&j->log->sb_lock);
+  return r;
+}
+
+static void *
+writer_thread (void *arg)
+{
+  struct journal *j = arg;
+
+  pthread_mutex_lock (&j->lock);
+  for (;;) {
+    struct batch b;
+    int err = 0;
+
+    while (!j->qhead && !j->stopping)
+      pthread_cond_wait (&j->queue_cond, &j->lock);
+    if (!j->qhead)
+      break;
+    if (j->fenced) {
+      err = EIO;
+      b.units = j->qhead;
+      j->qhead = j->qtail = NULL;
+      goto finish;
+    }
+    memset (&b, 0, sizeof b);
+    if (!take_batch (j, &b)) {
+      /* Log full: never overwrite unapplied records; ask for a
+       * checkpoint and wait for it to free space.
+       */
+      j->stats.space_waits++;
+      if (j->pressure) {
+        pthread_mutex_unlock (&j->lock);
+        j->pressure (j->pressure_opaque);
+        pthread_mutex_lock (&j->lock);
+      }
+      if (!take_batch (j, &b)) {
+        struct timespec ts;
+        clock_gettime (CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait (&j->space_cond, &j->lock, &ts);
+        continue;
+      }
+    }
+    {
+      uint64_t upto = j->head_seq + b.nrecs;
+      pthread_mutex_unlock (&j->lock);
+      if (reserve_seqs (j, upto) == -1) {
+        err = errno ? errno : EIO;
+        pthread_mutex_lock (&j->lock);
+        j->fenced = true;
+        goto finish;
+      }
+      pthread_mutex_lock (&j->lock);
+    }
+    assign_batch (j, &b);
+    pthread_mutex_unlock (&j->lock);
+
+    if (write_batch (j, &b) == -1 || j->io->fdatasync (j->log->fd) == -1)
+      err = errno ? errno : EIO;
+    if (err) {
+      pthread_mutex_lock (&j->lock);
+      for (struct junit *u = b.units; u; u = u->next)
+        for (size_t i = 0; i < u->n; ++i)
+          inflight_del (j, &u->entries[i]);
+      pthread_mutex_unlock (&j->lock);
+      recover_from_failure (j, &b);
+    }
+
+    pthread_mutex_lock (&j->lock);
+    if (!err) {
+      j->durable_seq = j->head_seq;
+      j->stats.log_syncs++;
+      j->stats.batches++;
+      for (struct junit *u = b.units; u; u = u->next) {
+        j->stats.records_appended += u->n;
+        j->stats.bytes_appended += u->bytes;
+      }
+    }
+  finish:
+    if (err) {
+      j->fault_errno = err;
+      j->stats.append_errors++;
+    }
+    while (b.units) {
+      struct junit *u = b.units;
+      b.units = u->next;
+      u->err = err;
+      u->done = true;
+    }
+    pthread_cond_broadcast (&j->done_cond);
+  }
+  pthread_mutex_unlock (&j->lock);
+  return NULL;
+}
+
+int
+journal_start (struct journal *j, struct rlog *log,
+               const struct journal_io *io, uint64_t head_seq,
+               uint64_t head_lsn, journal_pressure_fn pressure, void *opaque)
+{
+  int e;
+
+  memset (j, 0, sizeof *j);
+  j->log = log;
+  j->io = io ? io : &journal_sys_io;
+  pthread_mutex_init (&j->lock, NULL);
+  pthread_cond_init (&j->queue_cond, NULL);
+  pthread_cond_init (&j->done_cond, NULL);
+  pthread_cond_init (&j->space_cond, NULL);
+  j->head_seq = j->durable_seq = head_seq;
+  j->head_lsn = j->ckpt_lsn = head_lsn;
+  j->epoch = j->head_epoch = log->sb.epoch;
+  j->seq_reserve_step = SEQ_RESERVE_STEP;
+  j->pressure = pressure;
+  j->pressure_opaque = opaque;
+  e = pthread_create (&j->thread, NULL, writer_thread, j);
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  j->running = true;
+  return 0;
+}
+
+void
+journal_stop (struct journal *j)
+{
+  if (!j->running)
+    return;
+  pthread_mutex_lock (&j->lock);
+  j->stopping = true;
+  pthread_cond_broadcast (&j->queue_cond);
+  pthread_cond_broadcast (&j->space_cond);
+  pthread_mutex_unlock (&j->lock);
+  pthread_join (j->thread, NULL);
+  j->running = false;
+}
+
+int
+journal_append (struct journal *j, struct junit *u)
+{
+  uint64_t bytes = unit_bytes (u);
+
+  if (u->n == 0 || bytes > journal_max_unit_bytes (j)) {
+    errno = EINVAL;
+    return -1;
+  }
+  u->bytes = bytes;
+  u->err = 0;
+  u->done = false;
+  u->next = NULL;
+
+  pthread_mutex_lock (&j->lock);
+  if (j->fenced || j->stopping) {
+    pthread_mutex_unlock (&j->lock);
+    errno = EIO;
+    return -1;
+  }
+  if (j->qtail)
+    j->qtail->next = u;
+  else
+    j->qhead = u;
+  j->qtail = u;
+  pthread_cond_signal (&j->queue_cond);
+  while (!u->done)
+    pthread_cond_wait (&j->done_cond, &j->lock);
+  pthread_mutex_unlock (&j->lock);
+  if (u->err) {
+    errno = u->err;
+    return -1;
+  }
+  return 0;
+}
+
+void
+journal_complete (struct journal *j, struct jentry *e)
+{
+  pthread_mutex_lock (&j->lock);
+  inflight_del (j, e);
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
+journal_checkpoint_point (struct journal *j, uint64_t *seq, uint64_t *epoch,
+                          uint64_t *lsn)
+{
+  pthread_mutex_lock (&j->lock);
+  if (j->ihead) {
+    *seq = j->ihead->rec.seq - 1;
+    *epoch = j->ihead->rec.epoch;
+    *lsn = j->ihead->lsn;
+  }
+  else {
+    *seq = j->head_seq;
+    *epoch = j->head_epoch;
+    *lsn = j->head_lsn;
+  }
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
+journal_set_checkpoint (struct journal *j, uint64_t lsn)
+{
+  pthread_mutex_lock (&j->lock);
+  if (lsn > j->ckpt_lsn)
+    j->ckpt_lsn = lsn;
+  pthread_cond_broadcast (&j->space_cond);
+  pthread_mutex_unlock (&j->lock);
+}
+
+uint64_t
+journal_used_bytes (struct journal *j)
+{
+  uint64_t r;
+
+  pthread_mutex_lock (&j->lock);
+  r = j->head_lsn - j->ckpt_lsn;
+  pthread_mutex_unlock (&j->lock);
+  return r;
+}
+
+void
+journal_get_stats (struct journal *j, struct journal_stats *st,
+                   uint64_t *head_seq, uint64_t *used, int *fault_errno,
+                   bool *fenced)
+{
+  pthread_mutex_lock (&j->lock);
+  *st = j->stats;
+  *head_seq = j->durable_seq;
+  *used = j->head_lsn - j->ckpt_lsn;
+  *fault_errno = j->fault_errno;
+  *fenced = j->fenced;
+  pthread_mutex_unlock (&j->lock);
+}

@@ -1,0 +1,126 @@
+/* nbd-replica: group-commit appender for the log ring.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Submitters (nbdkit's request threads) queue "units" of records and
+ * sleep; one writer thread takes everything queued, assigns seqs and
+ * ring positions in queue order, writes the batch with one pwritev and
+ * makes it durable with ONE fdatasync, then wakes every submitter of the
+ * batch.  N concurrent writes thus cost about one log sync.
+ *
+ * Every record stays on the in-flight list from the moment it gets its
+ * seq until its submitter calls journal_complete (after applying it to
+ * the backing); the oldest in-flight record bounds the checkpoint.
+ */
+#ifndef REPLICA_JOURNAL_H
+#define REPLICA_JOURNAL_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <pthread.h>
+#include <sys/uio.h>
+
+#include "logfile.h"
+
+/* The two system calls the writer makes, replaceable by unit tests (a
+ * slow or failing disk).  Real code uses journal_sys_io.
+ */
+struct journal_io {
+  ssize_t (*pwritev) (int fd, const struct iovec *iov, int n, off_t off);
+  int (*fdatasync) (int fd);
+};
+extern const struct journal_io journal_sys_io;
+
+struct jentry {
+  /* Filled by the submitter: */
+  uint8_t op;
+  uint32_t flags;
+  uint64_t offset;
+  uint32_t length;
+  const void *payload;          /* WRITE only; length bytes */
+  uint32_t payload_crc;         /* rlog_payload_crc (payload, length) */
+  /* Filled by the writer: */
+  struct rlog_rec rec;
+  uint64_t lsn;
+  uint8_t hdr[RLOG_REC_HDR_SIZE];
+  struct jentry *iprev, *inext; /* in-flight list */
+  bool inflight;
+};
+
+struct junit {
+  struct jentry *entries;
+  size_t n;
+  uint32_t bytes;               /* ring bytes, set by journal_submit */
+  int err;                      /* 0, or errno of the failed append */
+  bool done;
+  struct junit *next;
+};
+
+struct journal_stats {
+  uint64_t records_appended;
+  uint64_t bytes_appended;
+  uint64_t log_syncs;
+  uint64_t batches;
+  uint64_t space_waits;         /* batches that waited for log space */
+  uint64_t append_errors;
+};
+
+typedef void (*journal_pressure_fn) (void *opaque);
+
+struct journal {
+  struct rlog *log;
+  const struct journal_io *io;
+  pthread_mutex_t lock;
+  pthread_cond_t queue_cond;    /* writer waits for work */
+  pthread_cond_t done_cond;     /* submitters wait for their unit */
+  pthread_cond_t space_cond;    /* writer waits for checkpoint */
+  struct junit *qhead, *qtail;
+  struct jentry *ihead, *itail; /* in-flight records, seq order */
+  uint64_t head_seq;            /* last seq handed out */
+  uint64_t head_epoch;          /* epoch of head_seq's record */
+  uint64_t head_lsn;            /* next free position */
+  uint64_t durable_seq;         /* every seq <= this is durable or burned */
+  uint64_t ckpt_lsn;            /* space before this is free */
+  uint64_t epoch;               /* epoch stamped on new records */
+  uint64_t seq_reserve_step;
+  int fault_errno;              /* last append failure, 0 if none */
+  bool fenced;                  /* log unusable: appends fail at once */
+  bool stopping;
+  bool running;
+  journal_pressure_fn pressure;
+  void *pressure_opaque;
+  struct journal_stats stats;
+  pthread_t thread;
+};
+
+/* Start after recovery: the log's superblock must already hold the new
+ * epoch and a seq reservation; the head continues from (head_seq,
+ * head_lsn), which recovery found (checkpoint == head after replay).
+ */
+extern int journal_start (struct journal *j, struct rlog *log,
+                          const struct journal_io *io,
+                          uint64_t head_seq, uint64_t head_lsn,
+                          journal_pressure_fn pressure, void *opaque);
+extern void journal_stop (struct journal *j);
+
+/* Append a unit durably; returns 0, or -1 with errno (EIO, ENOSPC, ...)
+ * when nothing of the unit may be considered written.  The total ring
+ * size of a unit must not exceed journal_max_unit_bytes.
+ */
+extern int journal_append (struct journal *j, struct junit *u);
+extern uint64_t journal_max_unit_bytes (const struct journal *j);
+
+/* The submitter has applied (or has no use for) this entry. */
+extern void journal_complete (struct journal *j, struct jentry *e);
+
+/* Checkpoint candidate: everything before (seq, lsn) is applied. */
+extern void journal_checkpoint_point (struct journal *j, uint64_t *seq,
+                                      uint64_t *epoch, uint64_t *lsn);
+/* The superblock now records a checkpoint at lsn: free space before it. */
+extern void journal_set_checkpoint (struct journal *j, uint64_t lsn);
+
+extern uint64_t journal_used_bytes (struct journal *j);
+extern void journal_get_stats (struct journal *j, struct journal_stats *st,
+                               uint64_t *head_seq, uint64_t *used,
+                               int *fault_errno, bool *fenced);
+
+#endif /* REPLICA_JOURNAL_H */

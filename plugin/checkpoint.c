@@ -1,0 +1,131 @@
+/* nbd-replica: the checkpointer thread: frees log space.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * The checkpoint may only move past records that are applied to the
+ * backing AND flushed there: we sample the oldest record still in
+ * flight, flush the backing (covering every write that completed before
+ * the flush was issued), and only then write the superblock.  A crash at
+ * any point leaves the old checkpoint, and replay redoes at most the
+ * records after it (applying a record twice is harmless: records are
+ * idempotent in seq order).
+ */
+#include <errno.h>
+#include <time.h>
+#include <inttypes.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+
+NBDKIT_DLL_PUBLIC int replica_debug_checkpoint = 0; /* -D replica.checkpoint=1 */
+
+#define CKPT_INTERVAL_SEC 1
+
+int
+checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
+{
+  struct rlog_sb sb;
+  int err, ret;
+
+  if (r->can_flush > 0 && r->ctx->flush (r->ctx, 0, &err) == -1) {
+    errno = err;
+    nbdkit_error ("replica: flushing the backing for a checkpoint: %m");
+    return -1;
+  }
+  pthread_mutex_lock (&r->log->sb_lock);
+  sb = r->log->sb;
+  sb.checkpoint_seq = seq;
+  sb.checkpoint_epoch = epoch;
+  sb.checkpoint_lsn = lsn;
+  ret = rlog_sb_write_locked (r->log, &sb);
+  pthread_mutex_unlock (&r->log->sb_lock);
+  if (ret == -1) {
+    nbdkit_error ("replica-log: writing the superblock: %m");
+    return -1;
+  }
+  journal_set_checkpoint (&r->journal, lsn);
+  pthread_mutex_lock (&r->state_lock);
+  r->checkpoints++;
+  pthread_mutex_unlock (&r->state_lock);
+  if (replica_debug_checkpoint)
+    nbdkit_debug ("checkpoint: seq %" PRIu64 " lsn %" PRIu64, seq, lsn);
+  return 0;
+}
+
+/* Journal callback: the log is full, a writer waits. */
+void
+checkpoint_kick (void *opaque)
+{
+  struct replica *r = opaque;
+
+  pthread_mutex_lock (&r->state_lock);
+  r->ckpt_wanted = true;
+  pthread_cond_signal (&r->ckpt_cond);
+  pthread_mutex_unlock (&r->state_lock);
+}
+
+static void *
+checkpoint_thread (void *arg)
+{
+  struct replica *r = arg;
+
+  for (;;) {
+    uint64_t seq, epoch, lsn;
+    struct timespec ts;
+    bool stop;
+
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += CKPT_INTERVAL_SEC;
+    pthread_mutex_lock (&r->state_lock);
+    while (!r->ckpt_wanted && !r->stopping &&
+           journal_used_bytes (&r->journal) < r->log->sb.ring_size / 4) {
+      if (pthread_cond_timedwait (&r->ckpt_cond, &r->state_lock, &ts)
+          == ETIMEDOUT)
+        break;
+    }
+    r->ckpt_wanted = false;
+    stop = r->stopping;
+    pthread_mutex_unlock (&r->state_lock);
+    if (stop)
+      break;
+
+    journal_checkpoint_point (&r->journal, &seq, &epoch, &lsn);
+    if (lsn == r->log->sb.checkpoint_lsn)
+      continue;
+    if (checkpoint_now (r, seq, epoch, lsn) == -1) {
+      /* The log keeps the records; retry later.  Writers wait for space
+       * meanwhile (never an overwrite of unapplied records).
+       */
+      struct timespec d = { 0, 100 * 1000 * 1000 };
+      nanosleep (&d, NULL);
+    }
+  }
+  return NULL;
+}
+
+int
+checkpoint_start (struct replica *r)
+{
+  int e = pthread_create (&r->ckpt_thread, NULL, checkpoint_thread, r);
+
+  if (e) {
+    errno = e;
+    nbdkit_error ("replica: pthread_create: %m");
+    return -1;
+  }
+  r->ckpt_running = true;
+  return 0;
+}
+
+void
+checkpoint_stop (struct replica *r)
+{
+  if (!r->ckpt_running)
+    return;
+  pthread_mutex_lock (&r->state_lock);
+  r->stopping = true;
+  pthread_cond_signal (&r->ckpt_cond);
+  pthread_mutex_unlock (&r->state_lock);
+  pthread_join (r->ckpt_thread, NULL);
+  r->ckpt_running = false;
+}

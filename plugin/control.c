@@ -1,0 +1,227 @@
+/* nbd-replica: the control socket (replica-control=SOCKET).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Protocol (docs/design.md "Control channel"): a client connects, sends
+ * one command line ("status"), reads one JSON object, and the server
+ * closes.  The socket is created before nbdkit forks (so a bad path is
+ * reported at startup) with mode 0660; the accept thread starts after
+ * the fork.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <json-c/json.h>
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "ctlproto.h"
+
+int
+control_bind (struct replica *r)
+{
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  int fd;
+
+  if (strlen (r->control_path) >= sizeof addr.sun_path) {
+    nbdkit_error ("replica-control: socket path is too long: %s",
+                  r->control_path);
+    return -1;
+  }
+  strcpy (addr.sun_path, r->control_path);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1) {
+    nbdkit_error ("replica-control: socket: %m");
+    return -1;
+  }
+  /* A leftover socket from a killed nbdkit: the log's flock (already
+   * held) proves nobody else serves this volume, so it is stale.
+   */
+  if (unlink (r->control_path) == -1 && errno != ENOENT) {
+    nbdkit_error ("replica-control: cannot remove stale %s: %m",
+                  r->control_path);
+    goto fail;
+  }
+  if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
+    nbdkit_error ("replica-control: bind: %s: %m", r->control_path);
+    goto fail;
+  }
+  if (chmod (r->control_path, 0660) == -1 || listen (fd, 16) == -1) {
+    nbdkit_error ("replica-control: %s: %m", r->control_path);
+    goto fail;
+  }
+  r->control_fd = fd;
+  return 0;
+
+ fail:
+  close (fd);
+  return -1;
+}
+
+const char *
+volume_state_name (enum volume_state s)
+{
+  switch (s) {
+  case VOL_RECOVERING: return "recovering";
+  case VOL_STANDALONE: return "standalone";
+  case VOL_FAILED: return "failed";
+  }
+  return "unknown";
+}
+
+static void
+add_u64 (json_object *o, const char *k, uint64_t v)
+{
+  json_object_object_add (o, k, json_object_new_uint64 (v));
+}
+
+static void
+add_str (json_object *o, const char *k, const char *v)
+{
+  json_object_object_add (o, k, v ? json_object_new_string (v) : NULL);
+}
+
+/* Build the status object; keys are documented in replicactl(8) and
+ * are a stable interface: add, never rename.
+ */
+char *
+status_json (struct replica *r)
+{
+  json_object *o = json_object_new_object ();
+  struct journal_stats st = { 0 };
+  uint64_t head_seq = 0, used = 0;
+  int log_errno = 0;
+  bool fenced = false;
+  struct rlog_sb sb;
+  char uuid[37];
+  char *ret;
+
+  pthread_mutex_lock (&r->log->sb_lock);
+  sb = r->log->sb;
+  pthread_mutex_unlock (&r->log->sb_lock);
+  if (r->journal_up)
+    journal_get_stats (&r->journal, &st, &head_seq, &used, &log_errno,
+                       &fenced);
+  else
+    head_seq = sb.checkpoint_seq;
+  rlog_uuid_str (sb.volume_uuid, uuid);
+
+  pthread_mutex_lock (&r->state_lock);
+  add_str (o, "role", rlog_role_name (sb.role));
+  add_str (o, "state", volume_state_name (r->state));
+  add_str (o, "volume_uuid", uuid);
+  add_str (o, "log_path", r->log_path);
+  add_u64 (o, "log_size", sb.log_size);
+  add_u64 (o, "log_capacity", sb.ring_size);
+  add_u64 (o, "log_used", used);
+  add_u64 (o, "backing_size", sb.backing_size);
+  add_u64 (o, "head_seq", head_seq);
+  add_u64 (o, "checkpoint_seq", sb.checkpoint_seq);
+  add_u64 (o, "epoch", sb.epoch);
+  add_u64 (o, "records_appended", st.records_appended);
+  add_u64 (o, "bytes_appended", st.bytes_appended);
+  add_u64 (o, "log_syncs", st.log_syncs);
+  add_u64 (o, "log_full_waits", st.space_waits);
+  add_u64 (o, "log_errors", st.append_errors);
+  add_str (o, "log_error", log_errno ? strerror (log_errno) : NULL);
+  add_u64 (o, "checkpoints", r->checkpoints);
+  add_u64 (o, "replayed_records", r->replayed_records);
+  add_u64 (o, "backing_errors", r->backing_errors);
+  add_u64 (o, "range_lock_waits", r->ranges.waits);
+  add_str (o, "fault", r->state == VOL_FAILED ? r->fault : NULL);
+  pthread_mutex_unlock (&r->state_lock);
+
+  ret = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+  json_object_put (o);
+  return ret;
+}
+
+static void
+serve_one (struct replica *r, int fd)
+{
+  char cmd[CTL_MAX_LINE];
+  char *reply = NULL;
+  int n;
+
+  n = ctl_read_line (fd, cmd, sizeof cmd, 5000);
+  if (n <= 0)
+    return;
+  if (strcmp (cmd, "status") == 0)
+    reply = status_json (r);
+  else {
+    json_object *o = json_object_new_object ();
+    add_str (o, "error", "unknown command");
+    add_str (o, "command", cmd);
+    reply = strdup (json_object_to_json_string (o));
+    json_object_put (o);
+  }
+  if (reply) {
+    ctl_write_all (fd, reply, strlen (reply));
+    ctl_write_all (fd, "\n", 1);
+  }
+  free (reply);
+}
+
+static void *
+control_thread (void *arg)
+{
+  struct replica *r = arg;
+
+  for (;;) {
+    struct pollfd p = { .fd = r->control_fd, .events = POLLIN };
+    int fd;
+
+    if (poll (&p, 1, 200) <= 0) {
+      bool stop;
+      pthread_mutex_lock (&r->state_lock);
+      stop = r->stopping;
+      pthread_mutex_unlock (&r->state_lock);
+      if (stop)
+        break;
+      continue;
+    }
+    fd = accept4 (r->control_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd == -1)
+      continue;
+    serve_one (r, fd);
+    close (fd);
+  }
+  return NULL;
+}
+
+int
+control_start (struct replica *r)
+{
+  int e = pthread_create (&r->control_thread, NULL, control_thread, r);
+
+  if (e) {
+    errno = e;
+    nbdkit_error ("replica-control: pthread_create: %m");
+    return -1;
+  }
+  r->control_running = true;
+  return 0;
+}
+
+void
+control_stop (struct replica *r)
+{
+  if (r->control_running) {
+    pthread_mutex_lock (&r->state_lock);
+    r->stopping = true;
+    pthread_mutex_unlock (&r->state_lock);
+    pthread_join (r->control_thread, NULL);
+    r->control_running = false;
+  }
+  if (r->control_fd >= 0) {
+    close (r->control_fd);
+    unlink (r->control_path);
+    r->control_fd = -1;
+  }
+}

@@ -1,0 +1,141 @@
+/* nbd-replica: crash recovery, before the first client is served.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Records after the checkpoint are applied to the backing in seq order
+ * (the scan stops at the first record that is empty, torn, corrupt or
+ * out of sequence: that is the end of the log, and nothing after it is
+ * applied).  Then the backing is flushed and only then the superblock
+ * records the new checkpoint, together with a new epoch and a fresh seq
+ * reservation, so seqs handed out before the crash are never reused.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+
+NBDKIT_DLL_PUBLIC int replica_debug_replay = 0;  /* -D replica.replay=1 */
+
+static int
+apply_record (struct replica *r, const struct rlog_rec *rec,
+              const uint8_t *payload)
+{
+  nbdkit_next *next = r->ctx;
+  int err = 0, ret = 0;
+
+  if (rec->offset + rec->length > r->log->sb.backing_size) {
+    nbdkit_error ("replica-log: record seq %" PRIu64 " lies beyond the end "
+                  "of the backing", rec->seq);
+    return -1;
+  }
+  switch (rec->op) {
+  case RLOG_OP_WRITE:
+    ret = next->pwrite (next, payload, rec->length, rec->offset, 0, &err);
+    break;
+  case RLOG_OP_ZERO:
+  case RLOG_OP_TRIM:
+    if (r->can_zero > NBDKIT_ZERO_NONE)
+      ret = next->zero (next, rec->length, rec->offset,
+                        (rec->flags & RLOG_FLAG_MAY_TRIM) ||
+                        rec->op == RLOG_OP_TRIM ? NBDKIT_FLAG_MAY_TRIM : 0,
+                        &err);
+    else
+      ret = next->trim (next, rec->length, rec->offset, 0, &err);
+    break;
+  default:                      /* FLUSH: nothing to apply */
+    break;
+  }
+  if (ret == -1) {
+    errno = err;
+    nbdkit_error ("replica-log: replaying seq %" PRIu64 " (%s) onto the "
+                  "backing: %m", rec->seq, rlog_op_name (rec->op));
+  }
+  return ret;
+}
+
+int
+replica_recover (struct replica *r)
+{
+  struct rlog_scan scan;
+  struct rlog_rec rec;
+  const uint8_t *payload;
+  struct rlog_sb sb;
+  uint64_t last_seq, last_epoch;
+  int n, err;
+
+  if (rlog_scan_init (&scan, r->log) == -1) {
+    nbdkit_error ("replica-log: malloc: %m");
+    return -1;
+  }
+  last_seq = scan.prev_seq;
+  last_epoch = scan.prev_epoch;
+  while ((n = rlog_scan_next (&scan, &rec, &payload)) == 1) {
+    if (!r->can_write) {
+      nbdkit_error ("replica-log: %s holds records not yet applied, but "
+                    "the backing is read-only: start without -r to "
+                    "replay them", r->log_path);
+      goto fail;
+    }
+    if (replica_debug_replay)
+      nbdkit_debug ("replay: seq %" PRIu64 " %s offset %" PRIu64
+                    " length %" PRIu32, rec.seq, rlog_op_name (rec.op),
+                    rec.offset, rec.length);
+    if (apply_record (r, &rec, payload) == -1)
+      goto fail;
+    last_seq = rec.seq;
+    last_epoch = rec.epoch;
+  }
+  if (scan.stop == RLOG_STOP_IOERR) {
+    nbdkit_error ("replica-log: reading %s: %s", r->log_path, scan.why);
+    goto fail;
+  }
+  r->replayed_records = scan.records;
+  r->replay_stop_lsn = scan.lsn;
+  snprintf (r->replay_stop, sizeof r->replay_stop, "%s", scan.why);
+  nbdkit_debug ("replica: replayed %" PRIu64 " records, seq %" PRIu64
+                "..%" PRIu64 "; log ends: %s (%s)", scan.records,
+                r->log->sb.checkpoint_seq + 1, last_seq,
+                rlog_stop_name (scan.stop), scan.why);
+  if (scan.stop == RLOG_STOP_CORRUPT)
+    nbdkit_debug ("replica: the log tail after seq %" PRIu64 " was cut at a "
+                  "corrupt or torn record: %s", last_seq, scan.why);
+
+  /* The replayed writes must be on stable storage before the
+   * checkpoint moves past them.
+   */
+  if (scan.records > 0 && r->can_flush > 0 &&
+      r->ctx->flush (r->ctx, 0, &err) == -1) {
+    errno = err;
+    nbdkit_error ("replica: flushing the backing after replay: %m");
+    goto fail;
+  }
+
+  /* New checkpoint = end of the replayed log (the log is now empty);
+   * new epoch; seqs continue after the old reservation.  The first new
+   * record starts on a fresh block after everything scanned.
+   */
+  pthread_mutex_lock (&r->log->sb_lock);
+  sb = r->log->sb;
+  sb.checkpoint_seq = last_seq;
+  sb.checkpoint_epoch = last_epoch;
+  sb.checkpoint_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
+  sb.epoch++;
+  if (sb.seq_reserved < last_seq)
+    sb.seq_reserved = last_seq;
+  n = rlog_sb_write_locked (r->log, &sb);
+  pthread_mutex_unlock (&r->log->sb_lock);
+  if (n == -1) {
+    nbdkit_error ("replica-log: writing the superblock of %s: %m",
+                  r->log_path);
+    goto fail;
+  }
+  rlog_scan_free (&scan);
+  return 0;
+
+ fail:
+  rlog_scan_free (&scan);
+  return -1;
+}

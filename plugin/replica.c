@@ -1,0 +1,514 @@
+/* nbd-replica: the "replica" nbdkit filter: keys, callbacks, data path.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Every pwrite, zero and trim is appended durably to the sequenced log
+ * (common/journal.c), then applied to the backing, then replied to.
+ * Capabilities offered (docs/design.md "Capabilities"):
+ *  - FUA: native.  Every reply already follows a durable log append, so
+ *    FUA costs nothing more; the backing is written without FUA.
+ *  - flush: always.  A client flush appends a FLUSH barrier record and
+ *    returns once it is durable: the log already holds every write that
+ *    was replied to; the backing is flushed by checkpoints.
+ *  - multi-conn, trim, zero, extents, cache: the plugin's own answer.
+ *  - fast zero: not offered (a journaled zero is never "fast").
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdarg.h>
+#include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+
+NBDKIT_DLL_PUBLIC int replica_debug_verbose = 0; /* -D replica.verbose=1 */
+
+struct replica rep = { .log_size = -1, .control_fd = -1 };
+
+/* Own size syntax check first, so the error names the key; then
+ * nbdkit_parse_size (which also catches overflow).
+ */
+static int64_t
+parse_size_key (const char *key, const char *value)
+{
+  size_t n = strspn (value, "0123456789");
+  int64_t r;
+
+  if (n == 0 || (value[n] != '\0' &&
+                 (strchr ("bkKmMgGtTpPeE", value[n]) == NULL ||
+                  value[n + 1] != '\0'))) {
+    nbdkit_error ("%s: cannot parse size '%s' (use a number with an "
+                  "optional suffix such as 64M or 1G)", key, value);
+    return -1;
+  }
+  r = nbdkit_parse_size (value);
+  if (r == -1)
+    nbdkit_error ("%s: size '%s' is out of range", key, value);
+  return r;
+}
+
+static int
+replica_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+                const char *key, const char *value)
+{
+  if (strcmp (key, "replica-log") == 0) {
+    free (rep.log_path);
+    rep.log_path = strdup (value);
+    return rep.log_path ? 0 : -1;
+  }
+  if (strcmp (key, "replica-log-size") == 0) {
+    rep.log_size = parse_size_key (key, value);
+    return rep.log_size == -1 ? -1 : 0;
+  }
+  if (strcmp (key, "replica-control") == 0) {
+    free (rep.control_path);
+    rep.control_path = strdup (value);
+    return rep.control_path ? 0 : -1;
+  }
+  if (strncmp (key, "replica-", 8) == 0) {
+    nbdkit_error ("unknown parameter '%s' (the replica filter takes "
+                  "replica-log, replica-log-size, replica-control)", key);
+    return -1;
+  }
+  return next (nxdata, key, value);
+}
+
+static int
+replica_config_complete (nbdkit_next_config_complete *next,
+                         nbdkit_backend *nxdata)
+{
+  if (!rep.log_path) {
+    nbdkit_error ("replica-log: parameter is required (the path of the "
+                  "replication log)");
+    return -1;
+  }
+  if (rep.log_size != -1 && rep.log_size < RLOG_MIN_SIZE) {
+    nbdkit_error ("replica-log-size: %" PRIi64 " bytes is below the "
+                  "minimum log size of 8M", rep.log_size);
+    return -1;
+  }
+  if (!rep.control_path &&
+      asprintf (&rep.control_path, "%s.ctl", rep.log_path) == -1) {
+    nbdkit_error ("asprintf: %m");
+    return -1;
+  }
+  return next (nxdata);
+}
+
+#define replica_config_help \
+  "replica-log=<FILE>        (required) The replication log.\n" \
+  "replica-log-size=<SIZE>   Size when the log is created (default: 1G).\n" \
+  "replica-control=<SOCKET>  Control socket (default: <FILE>.ctl)."
+
+/* Create the log if absent, else open it; all before the fork so every
+ * error reaches the user's terminal with a non-zero exit.
+ */
+static int
+open_or_create_log (void)
+{
+  char err[RLOG_ERRLEN];
+  struct stat st;
+
+  if (stat (rep.log_path, &st) == -1) {
+    char *copy, *dir;
+    int ok;
+
+    if (errno != ENOENT) {
+      nbdkit_error ("replica-log: %s: %m", rep.log_path);
+      return -1;
+    }
+    copy = strdup (rep.log_path);
+    if (!copy)
+      return -1;
+    dir = dirname (copy);
+    if (stat (dir, &st) == -1 || !S_ISDIR (st.st_mode)) {
+      nbdkit_error ("replica-log: directory %s does not exist", dir);
+      free (copy);
+      return -1;
+    }
+    ok = access (dir, W_OK) == 0;
+    if (!ok)
+      nbdkit_error ("replica-log: directory %s is not writable: %m", dir);
+    free (copy);
+    if (!ok)
+      return -1;
+    if (rlog_create (rep.log_path, rep.log_size == -1 ? RLOG_DEFAULT_SIZE
+                     : (uint64_t) rep.log_size, RLOG_ROLE_PRIMARY, err) == -1) {
+      nbdkit_error ("replica-log: %s", err);
+      return -1;
+    }
+    nbdkit_debug ("replica: created log %s", rep.log_path);
+  }
+  rep.log = rlog_open (rep.log_path, 1, 0, err);
+  if (!rep.log) {
+    nbdkit_error ("replica-log: %s", err);
+    return -1;
+  }
+  if (rep.log_size != -1 &&
+      (uint64_t) rep.log_size / RLOG_BLOCK * RLOG_BLOCK != rep.log->sb.log_size)
+    nbdkit_debug ("replica: replica-log-size only applies when the log is "
+                  "created; %s keeps its size of %" PRIu64, rep.log_path,
+                  rep.log->sb.log_size);
+  return 0;
+}
+
+static int
+replica_get_ready (int thread_model)
+{
+  pthread_mutex_init (&rep.state_lock, NULL);
+  pthread_cond_init (&rep.ckpt_cond, NULL);
+  rangelock_init (&rep.ranges);
+  if (open_or_create_log () == -1)
+    return -1;
+  return control_bind (&rep);
+}
+
+void
+replica_fail (struct replica *r, int err, const char *fmt, ...)
+{
+  va_list ap;
+  bool first;
+
+  pthread_mutex_lock (&r->state_lock);
+  first = r->state != VOL_FAILED;
+  if (first) {
+    va_start (ap, fmt);
+    vsnprintf (r->fault, sizeof r->fault, fmt, ap);
+    va_end (ap);
+    r->state = VOL_FAILED;
+    r->fault_errno = err;
+  }
+  pthread_mutex_unlock (&r->state_lock);
+  if (first)
+    nbdkit_error ("replica: volume failed, all further I/O returns EIO "
+                  "until restart: %s", r->fault);
+}
+
+/* Learn the backing's size and capabilities through our own context,
+ * check it against the log, replay, then start the threads.
+ */
+static int
+replica_after_fork (nbdkit_backend *backend)
+{
+  struct rlog_sb sb;
+  int64_t size;
+  int r;
+
+  rep.ctx = nbdkit_next_context_open (backend, 0, "", 1);
+  if (!rep.ctx) {
+    nbdkit_error ("replica: cannot open the plugin");
+    return -1;
+  }
+  if (rep.ctx->prepare (rep.ctx) == -1)
+    return -1;
+  size = rep.ctx->get_size (rep.ctx);
+  rep.can_write = rep.ctx->can_write (rep.ctx);
+  rep.can_flush = rep.ctx->can_flush (rep.ctx);
+  rep.can_zero = rep.ctx->can_zero (rep.ctx);
+  /* nbdkit asserts that can_* were asked before the first request. */
+  if (size == -1 || rep.can_write == -1 || rep.can_flush == -1 ||
+      rep.can_zero == -1 || rep.ctx->can_trim (rep.ctx) == -1 ||
+      rep.ctx->can_fua (rep.ctx) == -1 ||
+      rep.ctx->can_fast_zero (rep.ctx) == -1 ||
+      rep.ctx->can_extents (rep.ctx) == -1 ||
+      rep.ctx->can_cache (rep.ctx) == -1 ||
+      rep.ctx->can_multi_conn (rep.ctx) == -1)
+    return -1;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  r = 0;
+  if (sb.backing_size == 0) {
+    sb.backing_size = size;
+    r = rlog_sb_write_locked (rep.log, &sb);
+  }
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (r == -1) {
+    nbdkit_error ("replica-log: writing the superblock of %s: %m",
+                  rep.log_path);
+    return -1;
+  }
+  if (sb.backing_size != (uint64_t) size) {
+    nbdkit_error ("replica-log: %s was recorded for a backing of %" PRIu64
+                  " bytes, but the plugin's size is %" PRIi64
+                  " bytes (wrong log for this disk?)",
+                  rep.log_path, sb.backing_size, size);
+    return -1;
+  }
+
+  if (replica_recover (&rep) == -1)
+    return -1;
+  if (journal_start (&rep.journal, rep.log, NULL, rep.log->sb.seq_reserved,
+                     rep.log->sb.checkpoint_lsn, checkpoint_kick, &rep) == -1) {
+    nbdkit_error ("replica: starting the log writer: %m");
+    return -1;
+  }
+  rep.journal_up = true;
+  rep.state = VOL_STANDALONE;
+  if (checkpoint_start (&rep) == -1 || control_start (&rep) == -1)
+    return -1;
+  return 0;
+}
+
+static void
+replica_cleanup (nbdkit_backend *backend)
+{
+  control_stop (&rep);
+  checkpoint_stop (&rep);
+  if (rep.journal_up) {
+    uint64_t seq, epoch, lsn;
+
+    journal_stop (&rep.journal);
+    /* Orderly shutdown: checkpoint everything applied, so the next
+     * start has nothing to replay.  (Not needed for safety: SIGKILL
+     * skips this and replay covers it.)
+     */
+    journal_checkpoint_point (&rep.journal, &seq, &epoch, &lsn);
+    if (rep.state != VOL_FAILED && lsn != rep.log->sb.checkpoint_lsn)
+      checkpoint_now (&rep, seq, epoch, lsn);
+  }
+  if (rep.ctx) {
+    rep.ctx->finalize (rep.ctx);
+    nbdkit_next_context_close (rep.ctx);
+  }
+  rlog_close (rep.log);
+  free (rep.log_path);
+  free (rep.control_path);
+}
+
+static bool
+volume_failed (int *err)
+{
+  bool f;
+
+  pthread_mutex_lock (&rep.state_lock);
+  f = rep.state == VOL_FAILED;
+  pthread_mutex_unlock (&rep.state_lock);
+  if (f)
+    *err = EIO;
+  return f;
+}
+
+/* Apply one durable entry to the backing through the client's context. */
+static int
+apply_entry (nbdkit_next *next, const struct jentry *e, int *err)
+{
+  switch (e->op) {
+  case RLOG_OP_WRITE:
+    return next->pwrite (next, e->payload, e->length, e->offset, 0, err);
+  case RLOG_OP_ZERO:
+  case RLOG_OP_TRIM:
+    /* Trim is applied as a zero that may deallocate, so the range reads
+     * as zeroes on every copy that replays the log.
+     */
+    if (rep.can_zero > NBDKIT_ZERO_NONE)
+      return next->zero (next, e->length, e->offset,
+                         e->op == RLOG_OP_TRIM ||
+                         (e->flags & RLOG_FLAG_MAY_TRIM)
+                         ? NBDKIT_FLAG_MAY_TRIM : 0, err);
+    return next->trim (next, e->length, e->offset, 0, err);
+  default:
+    return 0;
+  }
+}
+
+/* Append a unit durably, apply it, release its records.  If the backing
+ * fails after the records are durable, the write is NOT reported as
+ * failed (replay will apply it): the volume is failed instead, and the
+ * records stay in flight so the checkpoint never passes them.
+ */
+static int
+append_and_apply (nbdkit_next *next, struct junit *u, int *err)
+{
+  if (journal_append (&rep.journal, u) == -1) {
+    *err = errno;
+    nbdkit_debug ("replica: log append failed: %m");
+    return -1;
+  }
+  for (size_t i = 0; i < u->n; ++i) {
+    struct jentry *e = &u->entries[i];
+    int berr = 0;
+
+    if (apply_entry (next, e, &berr) == -1) {
+      pthread_mutex_lock (&rep.state_lock);
+      rep.backing_errors++;
+      pthread_mutex_unlock (&rep.state_lock);
+      replica_fail (&rep, berr, "backing %s failed at offset %" PRIu64
+                    " (seq %" PRIu64 "): %s; the record is kept in the log "
+                    "and is replayed at the next start",
+                    rlog_op_name (e->op), e->offset, e->rec.seq,
+                    strerror (berr));
+      return 1;                 /* pinned: caller must not free u */
+    }
+    journal_complete (&rep.journal, e);
+  }
+  return 0;
+}
+
+static int
+journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
+              uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  uint32_t chunk = op == RLOG_OP_WRITE ? RLOG_MAX_PAYLOAD : count;
+  size_t n = op == RLOG_OP_WRITE ? (count + chunk - 1) / chunk : 1;
+  uint64_t max_unit = journal_max_unit_bytes (&rep.journal);
+  struct jentry *ents;
+  struct range range;
+  size_t i, done = 0;
+  int ret = 0;
+
+  if (volume_failed (err))
+    return -1;
+  if (count == 0)
+    return 0;
+  ents = calloc (n, sizeof *ents);
+  if (!ents) {
+    *err = ENOMEM;
+    return -1;
+  }
+  for (i = 0; i < n; ++i) {
+    struct jentry *e = &ents[i];
+    e->op = op;
+    e->offset = offset + (uint64_t) i * chunk;
+    e->length = i + 1 < n ? chunk : count - i * chunk;
+    e->flags = ((flags & NBDKIT_FLAG_FUA) ? RLOG_FLAG_FUA : 0) |
+      ((flags & NBDKIT_FLAG_MAY_TRIM) ? RLOG_FLAG_MAY_TRIM : 0);
+    if (op == RLOG_OP_WRITE) {
+      e->payload = (const char *) buf + (uint64_t) i * chunk;
+      e->payload_crc = rlog_payload_crc (e->payload, e->length);
+    }
+  }
+
+  rangelock_acquire (&rep.ranges, &range, offset, count);
+  /* Units of at most a quarter of the ring, so a request larger than
+   * the log still makes progress (each unit is applied, hence freeable,
+   * before the next is appended).
+   */
+  while (done < n && ret == 0) {
+    struct junit u = { .entries = &ents[done] };
+    uint64_t bytes = 0;
+
+    while (done + u.n < n) {
+      const struct jentry *e = &ents[done + u.n];
+      uint32_t sz = rlog_rec_size (e->op == RLOG_OP_WRITE ? e->length : 0);
+      if (u.n > 0 && bytes + sz > max_unit)
+        break;
+      bytes += sz;
+      u.n++;
+    }
+    ret = append_and_apply (next, &u, err);
+    done += u.n;
+  }
+  rangelock_release (&rep.ranges, &range);
+  if (ret == 1)
+    return 0;                   /* durable, backing failed: see above */
+  free (ents);
+  return ret;
+}
+
+static int
+replica_pwrite (nbdkit_next *next, void *handle, const void *buf,
+                uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  if (replica_debug_verbose)
+    nbdkit_debug ("pwrite: offset %" PRIu64 " count %" PRIu32, offset, count);
+  return journaled_op (next, RLOG_OP_WRITE, buf, count, offset, flags, err);
+}
+
+static int
+replica_zero (nbdkit_next *next, void *handle, uint32_t count,
+              uint64_t offset, uint32_t flags, int *err)
+{
+  return journaled_op (next, RLOG_OP_ZERO, NULL, count, offset, flags, err);
+}
+
+static int
+replica_trim (nbdkit_next *next, void *handle, uint32_t count,
+              uint64_t offset, uint32_t flags, int *err)
+{
+  return journaled_op (next, RLOG_OP_TRIM, NULL, count, offset, flags, err);
+}
+
+static int
+replica_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+  struct jentry e = { .op = RLOG_OP_FLUSH };
+  struct junit u = { .entries = &e, .n = 1 };
+
+  if (volume_failed (err))
+    return -1;
+  if (journal_append (&rep.journal, &u) == -1) {
+    *err = errno;
+    return -1;
+  }
+  journal_complete (&rep.journal, &e);
+  return 0;
+}
+
+static int
+replica_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
+               uint64_t offset, uint32_t flags, int *err)
+{
+  if (volume_failed (err))
+    return -1;
+  return next->pread (next, buf, count, offset, flags, err);
+}
+
+static int
+replica_extents (nbdkit_next *next, void *handle, uint32_t count,
+                 uint64_t offset, uint32_t flags,
+                 struct nbdkit_extents *extents, int *err)
+{
+  if (volume_failed (err))
+    return -1;
+  return next->extents (next, count, offset, flags, extents, err);
+}
+
+static int
+replica_can_fua (nbdkit_next *next, void *handle)
+{
+  int w = next->can_write (next);
+
+  if (w == -1)
+    return -1;
+  return w ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
+}
+
+static int
+replica_can_flush (nbdkit_next *next, void *handle)
+{
+  return 1;
+}
+
+static int
+replica_can_fast_zero (nbdkit_next *next, void *handle)
+{
+  return 0;
+}
+
+static struct nbdkit_filter filter = {
+  .name              = "replica",
+  .longname          = "nbd-replica replication filter",
+  .config            = replica_config,
+  .config_complete   = replica_config_complete,
+  .config_help       = replica_config_help,
+  .get_ready         = replica_get_ready,
+  .after_fork        = replica_after_fork,
+  .cleanup           = replica_cleanup,
+  .can_fua           = replica_can_fua,
+  .can_flush         = replica_can_flush,
+  .can_fast_zero     = replica_can_fast_zero,
+  .pread             = replica_pread,
+  .pwrite            = replica_pwrite,
+  .zero              = replica_zero,
+  .trim              = replica_trim,
+  .flush             = replica_flush,
+  .extents           = replica_extents,
+};
+
+NBDKIT_REGISTER_FILTER (filter)

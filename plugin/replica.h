@@ -1,0 +1,86 @@
+/* nbd-replica: state shared by the files of the replica filter.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ */
+#ifndef REPLICA_FILTER_H
+#define REPLICA_FILTER_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <pthread.h>
+
+#include <nbdkit-filter.h>
+
+#include "logfile.h"
+#include "journal.h"
+#include "rangelock.h"
+
+/* Volume states shown by status (docs/design.md "States"). */
+enum volume_state {
+  VOL_RECOVERING = 0,   /* replaying the log, not serving yet */
+  VOL_STANDALONE,       /* primary without a peer: serving */
+  VOL_FAILED,           /* the backing failed after a record was durable,
+                         * or the log is fenced: all I/O returns EIO */
+};
+
+struct replica {
+  /* Configuration (replica-* keys). */
+  char *log_path;
+  int64_t log_size;             /* -1: not given */
+  char *control_path;
+
+  /* Set up before fork. */
+  struct rlog *log;
+  int control_fd;               /* listening socket */
+
+  /* Set up after fork. */
+  nbdkit_next *ctx;             /* our own backend context */
+  int can_flush;                /* of the backing */
+  int can_zero;
+  int can_write;
+  struct journal journal;
+  bool journal_up;
+  struct rangelock ranges;
+
+  pthread_mutex_t state_lock;   /* guards state, fault, counters below */
+  enum volume_state state;
+  char fault[256];              /* why FAILED, for status */
+  int fault_errno;
+  uint64_t replayed_records;
+  uint64_t checkpoints;
+  uint64_t backing_errors;
+  uint64_t replay_stop_lsn;
+  char replay_stop[RLOG_ERRLEN];
+
+  pthread_t ckpt_thread;
+  pthread_cond_t ckpt_cond;
+  bool ckpt_wanted;
+  bool ckpt_running;
+  pthread_t control_thread;
+  bool control_running;
+  bool stopping;
+};
+
+extern struct replica rep;
+
+/* recovery.c */
+extern int replica_recover (struct replica *r);
+
+/* checkpoint.c */
+extern int checkpoint_start (struct replica *r);
+extern void checkpoint_stop (struct replica *r);
+extern void checkpoint_kick (void *opaque);
+extern int checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch,
+                           uint64_t lsn);
+
+/* control.c */
+extern int control_bind (struct replica *r);
+extern int control_start (struct replica *r);
+extern void control_stop (struct replica *r);
+extern char *status_json (struct replica *r);
+
+/* replica.c */
+extern void replica_fail (struct replica *r, int err, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+extern const char *volume_state_name (enum volume_state s);
+
+#endif /* REPLICA_FILTER_H */

@@ -1,0 +1,129 @@
+# nbd-replica: shared helpers for the integration tests (sourced).
+# Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+#
+# Environment (set by tests/meson.build):
+#   FILTER      build/plugin/nbdkit-replica-filter.so
+#   REPLICACTL  build/tools/replicactl
+#   SRCDIR      the source tree, BUILDDIR the build tree
+#   NBDKIT_PRELOAD  sanitizer runtime to preload into nbdkit only (ASan build)
+#
+# Every process a test starts is registered by PID and killed on exit.
+
+set -e
+set -o pipefail
+# nbdsh runs the first python3 on PATH: it must be Debian's, which has
+# the nbd module.
+export PATH=/usr/bin:$PATH
+
+_cleanup_fns=()
+_pids=()
+
+cleanup_fn () { _cleanup_fns+=("$*"); }
+
+_run_cleanup ()
+{
+    local status=$?
+    local p fn
+    set +e
+    for p in "${_pids[@]}"; do
+        kill -9 "$p" 2>/dev/null
+    done
+    for p in "${_pids[@]}"; do
+        wait "$p" 2>/dev/null
+    done
+    for fn in "${_cleanup_fns[@]}"; do
+        eval "$fn"
+    done
+    exit $status
+}
+trap _run_cleanup EXIT INT TERM
+
+# register_pid PID: kill it (SIGKILL) when the test ends.
+register_pid () { _pids+=("$1"); }
+
+requires ()
+{
+    if ! "$@" >/dev/null 2>&1; then
+        echo "$0: test skipped because prerequisite is missing: $*"
+        exit 77
+    fi
+}
+
+fail () { echo "$0: FAIL: $*" >&2; exit 1; }
+
+# A private scratch directory, removed at exit.
+make_tmpdir ()
+{
+    TMPD=$(mktemp -d /tmp/replica-test.XXXXXX)
+    cleanup_fn "rm -rf '$TMPD'"
+}
+
+# run_nbdkit ARGS...: nbdkit in the foreground with the sanitizer runtime
+# preloaded when the filter is sanitized.  Use for tests expecting a
+# startup failure (check "$?" and the output yourself).
+run_nbdkit ()
+{
+    if [ -n "$NBDKIT_PRELOAD" ]; then
+        LD_PRELOAD="$NBDKIT_PRELOAD" nbdkit "$@"
+    else
+        nbdkit "$@"
+    fi
+}
+
+# start_nbdkit SOCKET LOGFILE ARGS...: start nbdkit -f serving unix SOCKET
+# in the background with the replica filter, stderr to LOGFILE; wait until
+# the socket accepts; sets NBDKIT_PID.
+start_nbdkit ()
+{
+    local sock=$1 errlog=$2
+    shift 2
+    rm -f "$sock"
+    run_nbdkit -f -U "$sock" --filter="$FILTER" "$@" 2>>"$errlog" &
+    NBDKIT_PID=$!
+    register_pid $NBDKIT_PID
+    local i
+    for i in $(seq 1 300); do
+        if [ -S "$sock" ] && nbdinfo --size "nbd+unix:///?socket=$sock" \
+                                 >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! kill -0 $NBDKIT_PID 2>/dev/null; then
+            cat "$errlog" >&2
+            fail "nbdkit exited during startup"
+        fi
+        sleep 0.1
+    done
+    cat "$errlog" >&2
+    fail "nbdkit did not start within 30 s"
+}
+
+# kill_nbdkit_hard: SIGKILL the nbdkit started last and wait for it.
+kill_nbdkit_hard ()
+{
+    kill -9 $NBDKIT_PID 2>/dev/null || true
+    wait $NBDKIT_PID 2>/dev/null || true
+}
+
+# stop_nbdkit: orderly stop (SIGTERM), fail if it does not exit.
+stop_nbdkit ()
+{
+    kill -TERM $NBDKIT_PID
+    local i
+    for i in $(seq 1 100); do
+        if ! kill -0 $NBDKIT_PID 2>/dev/null; then
+            wait $NBDKIT_PID 2>/dev/null || true
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "nbdkit did not exit on SIGTERM"
+}
+
+uri_of () { echo "nbd+unix:///?socket=$1"; }
+
+# status_field CONTROL KEY: one value from replicactl status --json.
+status_field ()
+{
+    "$REPLICACTL" --control "$1" status --json |
+        /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print("null" if v is None else v)' "$2"
+}
