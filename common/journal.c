@@ -2,7 +2,7 @@
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
  * Durability argument (the one place appends become durable):
- * the writer thread writes a whole batch with pwritev into the
+ * the leader (see journal.h) writes a whole batch with pwritev into the
  * preallocated, zero-filled ring, then calls fdatasync on the log fd.
  * fdatasync returns only after the written data, and any metadata needed
  * to read it back, are on stable storage (the device cache is flushed by
@@ -69,7 +69,7 @@ unit_bytes (const struct junit *u)
   return n;
 }
 
-/* In-flight list, in seq order (appended by the writer only). */
+/* In-flight list, in seq order (appended by the leader only). */
 static void
 inflight_add (struct journal *j, struct jentry *e)
 {
@@ -109,52 +109,61 @@ struct batch {
   size_t nrecs;
 };
 
-/* Lay out units from lsn; returns the end lsn (block aligned) and
- * where a WRAP filler goes.  Does not modify the units.
+/* Advance a layout position over one unit: records never straddle the
+ * ring's end (a WRAP filler takes the remainder, noted in *wrap_lsn).
  */
 static uint64_t
-plan_units (const struct journal *j, struct junit *u, struct junit *stop,
-            uint64_t lsn, uint64_t *wrap_lsn, uint32_t *wrap_size)
+plan_unit (uint64_t rs, const struct junit *u, uint64_t lsn,
+           uint64_t *wrap_lsn, uint32_t *wrap_size)
 {
-  uint64_t rs = ring_size (j);
-
-  *wrap_lsn = UINT64_MAX;
-  for (; u != stop; u = u->next) {
-    for (size_t i = 0; i < u->n; ++i) {
-      uint32_t sz = rlog_rec_size (entry_payload_len (&u->entries[i]));
-      uint64_t room = rs - lsn % rs;
-      if (sz > room) {
-        *wrap_lsn = lsn;
-        *wrap_size = room;
-        lsn += room;
-      }
-      lsn += sz;
+  for (size_t i = 0; i < u->n; ++i) {
+    uint32_t sz = rlog_rec_size (entry_payload_len (&u->entries[i]));
+    uint64_t room = rs - lsn % rs;
+    if (sz > room) {
+      *wrap_lsn = lsn;
+      *wrap_size = room;
+      lsn += room;
     }
+    lsn += sz;
   }
+  return lsn;
+}
+
+static uint64_t
+block_align (uint64_t lsn)
+{
   return (lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
 }
 
-/* Take as many queued units as fit the limits and the free space.
- * Returns false (nothing taken) if not even the first unit fits.
- * Called with j->lock held.
+/* Take as many queued units as fit the limits and the free space (the
+ * batch, padded to a block, must not reach the checkpoint one ring
+ * ahead: never an overwrite of unapplied records).  Returns false
+ * (nothing taken) if not even the first unit fits.  A batch is at most
+ * half the ring, so it wraps at most once.  Called with j->lock held.
  */
 static bool
 take_batch (struct journal *j, struct batch *b)
 {
   struct junit *u, *end = NULL;
-  uint64_t bytes = 0, recs = 0, wl;
-  uint32_t ws;
-  uint64_t limit = ring_size (j) / 2 < BATCH_MAX_BYTES
-    ? ring_size (j) / 2 : BATCH_MAX_BYTES;
+  uint64_t bytes = 0, recs = 0, rs = ring_size (j);
+  uint64_t lsn = j->head_lsn, end_lsn = lsn, wl = UINT64_MAX;
+  uint32_t ws = 0;
+  uint64_t limit = rs / 2 < BATCH_MAX_BYTES ? rs / 2 : BATCH_MAX_BYTES;
 
   for (u = j->qhead; u; u = u->next) {
-    /* 2 iovecs per record + 1 WRAP */
+    uint64_t wl2 = wl, next;
+    uint32_t ws2 = ws;
+
     if (end && (bytes + u->bytes > limit ||
                 2 * (recs + u->n) + 1 > BATCH_MAX_IOV))
       break;
-    uint64_t e = plan_units (j, j->qhead, u->next, j->head_lsn, &wl, &ws);
-    if (e - j->ckpt_lsn > ring_size (j))
+    next = plan_unit (rs, u, lsn, &wl2, &ws2);
+    if (block_align (next) - j->ckpt_lsn > rs)
       break;
+    lsn = next;
+    end_lsn = block_align (next);
+    wl = wl2;
+    ws = ws2;
     bytes += u->bytes;
     recs += u->n;
     end = u;
@@ -168,8 +177,9 @@ take_batch (struct journal *j, struct batch *b)
     j->qtail = NULL;
   end->next = NULL;
   b->start_lsn = j->head_lsn;
-  b->end_lsn = plan_units (j, b->units, NULL, j->head_lsn,
-                           &b->wrap_lsn, &b->wrap_size);
+  b->end_lsn = end_lsn;
+  b->wrap_lsn = wl;
+  b->wrap_size = ws;
   b->nrecs = recs;
   return true;
 }
@@ -180,7 +190,7 @@ take_batch (struct journal *j, struct batch *b)
 static void
 assign_batch (struct journal *j, struct batch *b)
 {
-  uint64_t lsn = b->start_lsn, rs = ring_size (j), now = rlog_now_ns ();
+  uint64_t lsn = b->start_lsn, now = rlog_now_ns ();
   struct jentry *last = NULL;
 
   for (struct junit *u = b->units; u; u = u->next) {
@@ -214,7 +224,6 @@ assign_batch (struct journal *j, struct batch *b)
   }
   /* The last record absorbs the padding to the block boundary. */
   last->rec.rec_size += b->end_lsn - lsn;
-  (void) rs;
   j->head_epoch = j->epoch;
   j->head_lsn = b->end_lsn;
 }
@@ -305,10 +314,8 @@ recover_from_failure (struct journal *j, const struct batch *b)
   pthread_mutex_unlock (&j->log->sb_lock);
 
   pthread_mutex_lock (&j->lock);
-  if (ok) {
+  if (ok)
     j->epoch = sb.epoch;
-    j->head_lsn = b->start_lsn;     /* reuse the space; seqs stay burned */
-  }
   else
     j->fenced = true;
   pthread_mutex_unlock (&j->lock);
@@ -329,99 +336,103 @@ reserve_seqs (struct journal *j, uint64_t upto)
     sb.seq_reserved = upto + j->seq_reserve_step;
     r = rlog_sb_write_locked (j->log, &sb);
   }
+  upto = j->log->sb.seq_reserved;
   pthread_mutex_unlock (&j->log->sb_lock);
+  if (r == 0) {
+    pthread_mutex_lock (&j->lock);
+    j->seq_reserved = upto;
+    pthread_mutex_unlock (&j->lock);
+  }
   return r;
 }
 
-static void *
-writer_thread (void *arg)
+/* Write one batch: everything queued that fits.  Called with j->lock
+ * held by the current leader (j->writing set); drops the lock during
+ * I/O.  Returns with j->lock held.
+ */
+static void
+run_batch (struct journal *j)
 {
-  struct journal *j = arg;
+  struct batch b;
+  int err = 0;
 
-  pthread_mutex_lock (&j->lock);
-  for (;;) {
-    struct batch b;
-    int err = 0;
-
-    while (!j->qhead && !j->stopping)
-      pthread_cond_wait (&j->queue_cond, &j->lock);
-    if (!j->qhead)
-      break;
-    if (j->fenced) {
-      err = EIO;
-      b.units = j->qhead;
-      j->qhead = j->qtail = NULL;
+  memset (&b, 0, sizeof b);
+  if (j->fenced) {
+    err = EIO;
+    b.units = j->qhead;
+    j->qhead = j->qtail = NULL;
+    goto finish;
+  }
+  if (!take_batch (j, &b)) {
+    /* Log full: never overwrite unapplied records; ask for a
+     * checkpoint and wait for it to free space.
+     */
+    j->stats.space_waits++;
+    if (j->pressure) {
+      pthread_mutex_unlock (&j->lock);
+      j->pressure (j->pressure_opaque);
+      pthread_mutex_lock (&j->lock);
+    }
+    if (!take_batch (j, &b)) {
+      struct timespec ts;
+      clock_gettime (CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait (&j->space_cond, &j->lock, &ts);
+      return;
+    }
+  }
+  if (j->head_seq + b.nrecs > j->seq_reserved) {
+    uint64_t upto = j->head_seq + b.nrecs;
+    pthread_mutex_unlock (&j->lock);
+    if (reserve_seqs (j, upto) == -1) {
+      err = errno ? errno : EIO;
+      pthread_mutex_lock (&j->lock);
+      j->fenced = true;
       goto finish;
     }
-    memset (&b, 0, sizeof b);
-    if (!take_batch (j, &b)) {
-      /* Log full: never overwrite unapplied records; ask for a
-       * checkpoint and wait for it to free space.
-       */
-      j->stats.space_waits++;
-      if (j->pressure) {
-        pthread_mutex_unlock (&j->lock);
-        j->pressure (j->pressure_opaque);
-        pthread_mutex_lock (&j->lock);
-      }
-      if (!take_batch (j, &b)) {
-        struct timespec ts;
-        clock_gettime (CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait (&j->space_cond, &j->lock, &ts);
-        continue;
-      }
-    }
-    {
-      uint64_t upto = j->head_seq + b.nrecs;
-      pthread_mutex_unlock (&j->lock);
-      if (reserve_seqs (j, upto) == -1) {
-        err = errno ? errno : EIO;
-        pthread_mutex_lock (&j->lock);
-        j->fenced = true;
-        goto finish;
-      }
-      pthread_mutex_lock (&j->lock);
-    }
-    assign_batch (j, &b);
-    pthread_mutex_unlock (&j->lock);
-
-    if (write_batch (j, &b) == -1 || j->io->fdatasync (j->log->fd) == -1)
-      err = errno ? errno : EIO;
-    if (err) {
-      pthread_mutex_lock (&j->lock);
-      for (struct junit *u = b.units; u; u = u->next)
-        for (size_t i = 0; i < u->n; ++i)
-          inflight_del (j, &u->entries[i]);
-      pthread_mutex_unlock (&j->lock);
-      recover_from_failure (j, &b);
-    }
-
     pthread_mutex_lock (&j->lock);
-    if (!err) {
-      j->durable_seq = j->head_seq;
-      j->stats.log_syncs++;
-      j->stats.batches++;
-      for (struct junit *u = b.units; u; u = u->next) {
-        j->stats.records_appended += u->n;
-        j->stats.bytes_appended += u->bytes;
-      }
-    }
-  finish:
-    if (err) {
-      j->fault_errno = err;
-      j->stats.append_errors++;
-    }
-    while (b.units) {
-      struct junit *u = b.units;
-      b.units = u->next;
-      u->err = err;
-      u->done = true;
-    }
-    pthread_cond_broadcast (&j->done_cond);
   }
+  assign_batch (j, &b);
   pthread_mutex_unlock (&j->lock);
-  return NULL;
+
+  if (write_batch (j, &b) == -1 || j->io->fdatasync (j->log->fd) == -1)
+    err = errno ? errno : EIO;
+  if (err) {
+    /* Forget the batch atomically with respect to checkpoints: its
+     * records leave the in-flight list and the head goes back to where
+     * the batch started (its seqs stay burned).
+     */
+    pthread_mutex_lock (&j->lock);
+    for (struct junit *u = b.units; u; u = u->next)
+      for (size_t i = 0; i < u->n; ++i)
+        inflight_del (j, &u->entries[i]);
+    j->head_lsn = b.start_lsn;
+    pthread_mutex_unlock (&j->lock);
+    recover_from_failure (j, &b);
+  }
+
+  pthread_mutex_lock (&j->lock);
+  if (!err) {
+    j->durable_seq = j->head_seq;
+    j->stats.log_syncs++;
+    j->stats.batches++;
+    for (struct junit *u = b.units; u; u = u->next) {
+      j->stats.records_appended += u->n;
+      j->stats.bytes_appended += u->bytes;
+    }
+  }
+ finish:
+  if (err) {
+    j->fault_errno = err;
+    j->stats.append_errors++;
+  }
+  while (b.units) {
+    struct junit *u = b.units;
+    b.units = u->next;
+    u->err = err;
+    u->done = true;
+    pthread_cond_signal (&u->cond);
+  }
 }
 
 int
@@ -429,26 +440,29 @@ journal_start (struct journal *j, struct rlog *log,
                const struct journal_io *io, uint64_t head_seq,
                uint64_t head_lsn, journal_pressure_fn pressure, void *opaque)
 {
-  int e;
-
   memset (j, 0, sizeof *j);
   j->log = log;
   j->io = io ? io : &journal_sys_io;
-  pthread_mutex_init (&j->lock, NULL);
-  pthread_cond_init (&j->queue_cond, NULL);
+  {
+    /* Adaptive: spin briefly before sleeping.  The lock is held for
+     * microseconds at a time, and on few cores a futex sleep/wake pair
+     * per request costs more than the critical section.
+     */
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init (&a);
+    pthread_mutexattr_settype (&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init (&j->lock, &a);
+    pthread_mutexattr_destroy (&a);
+  }
   pthread_cond_init (&j->done_cond, NULL);
   pthread_cond_init (&j->space_cond, NULL);
   j->head_seq = j->durable_seq = head_seq;
   j->head_lsn = j->ckpt_lsn = head_lsn;
   j->epoch = j->head_epoch = log->sb.epoch;
   j->seq_reserve_step = SEQ_RESERVE_STEP;
+  j->seq_reserved = log->sb.seq_reserved;
   j->pressure = pressure;
   j->pressure_opaque = opaque;
-  e = pthread_create (&j->thread, NULL, writer_thread, j);
-  if (e) {
-    errno = e;
-    return -1;
-  }
   j->running = true;
   return 0;
 }
@@ -459,11 +473,10 @@ journal_stop (struct journal *j)
   if (!j->running)
     return;
   pthread_mutex_lock (&j->lock);
-  j->stopping = true;
-  pthread_cond_broadcast (&j->queue_cond);
-  pthread_cond_broadcast (&j->space_cond);
+  j->stopping = true;           /* new appends fail with EIO */
+  while (j->writing || j->qhead)
+    pthread_cond_wait (&j->done_cond, &j->lock);
   pthread_mutex_unlock (&j->lock);
-  pthread_join (j->thread, NULL);
   j->running = false;
 }
 
@@ -492,10 +505,30 @@ journal_append (struct journal *j, struct junit *u)
   else
     j->qhead = u;
   j->qtail = u;
-  pthread_cond_signal (&j->queue_cond);
-  while (!u->done)
-    pthread_cond_wait (&j->done_cond, &j->lock);
+  /* Leader/follower group commit: if nobody is writing, this thread
+   * writes everything queued (its own unit included) itself, with no
+   * hand-off to another thread; otherwise it sleeps on its own unit's
+   * condition.  A leader wakes exactly the submitters of its batch, and
+   * then the first unit still queued, whose submitter leads the next
+   * batch with every unit that queued up meanwhile.  (One condition per
+   * unit: a shared one would wake all waiters at every batch.)
+   */
+  pthread_cond_init (&u->cond, NULL);
+  while (!u->done) {
+    if (!j->writing) {
+      j->writing = true;
+      run_batch (j);
+      j->writing = false;
+      if (j->qhead)
+        pthread_cond_signal (&j->qhead->cond);
+      else if (j->stopping)
+        pthread_cond_broadcast (&j->done_cond);
+    }
+    else
+      pthread_cond_wait (&u->cond, &j->lock);
+  }
   pthread_mutex_unlock (&j->lock);
+  pthread_cond_destroy (&u->cond);
   if (u->err) {
     errno = u->err;
     return -1;

@@ -1,11 +1,13 @@
 /* nbd-replica: group-commit appender for the log ring.
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
- * Submitters (nbdkit's request threads) queue "units" of records and
- * sleep; one writer thread takes everything queued, assigns seqs and
- * ring positions in queue order, writes the batch with one pwritev and
- * makes it durable with ONE fdatasync, then wakes every submitter of the
- * batch.  N concurrent writes thus cost about one log sync.
+ * Submitters (nbdkit's request threads) queue "units" of records.  One
+ * of them at a time is the leader: it takes everything queued, assigns
+ * seqs and ring positions in queue order, writes the batch with one
+ * pwritev and makes it durable with ONE fdatasync, then wakes every
+ * submitter of the batch; units that queued meanwhile go in the next
+ * batch, led by one of their submitters.  N concurrent writes thus cost
+ * about one log sync, and a lone write pays no thread hand-off.
  *
  * Every record stays on the in-flight list from the moment it gets its
  * seq until its submitter calls journal_complete (after applying it to
@@ -21,7 +23,7 @@
 
 #include "logfile.h"
 
-/* The two system calls the writer makes, replaceable by unit tests (a
+/* The two system calls the leader makes, replaceable by unit tests (a
  * slow or failing disk).  Real code uses journal_sys_io.
  */
 struct journal_io {
@@ -38,7 +40,7 @@ struct jentry {
   uint32_t length;
   const void *payload;          /* WRITE only; length bytes */
   uint32_t payload_crc;         /* rlog_payload_crc (payload, length) */
-  /* Filled by the writer: */
+  /* Filled by the leader: */
   struct rlog_rec rec;
   uint64_t lsn;
   uint8_t hdr[RLOG_REC_HDR_SIZE];
@@ -52,6 +54,7 @@ struct junit {
   uint32_t bytes;               /* ring bytes, set by journal_submit */
   int err;                      /* 0, or errno of the failed append */
   bool done;
+  pthread_cond_t cond;          /* its submitter sleeps here */
   struct junit *next;
 };
 
@@ -70,9 +73,9 @@ struct journal {
   struct rlog *log;
   const struct journal_io *io;
   pthread_mutex_t lock;
-  pthread_cond_t queue_cond;    /* writer waits for work */
-  pthread_cond_t done_cond;     /* submitters wait for their unit */
-  pthread_cond_t space_cond;    /* writer waits for checkpoint */
+  pthread_cond_t done_cond;     /* journal_stop waits for the last batch */
+  pthread_cond_t space_cond;    /* the leader waits for a checkpoint */
+  bool writing;                 /* a leader is writing a batch */
   struct junit *qhead, *qtail;
   struct jentry *ihead, *itail; /* in-flight records, seq order */
   uint64_t head_seq;            /* last seq handed out */
@@ -82,6 +85,7 @@ struct journal {
   uint64_t ckpt_lsn;            /* space before this is free */
   uint64_t epoch;               /* epoch stamped on new records */
   uint64_t seq_reserve_step;
+  uint64_t seq_reserved;        /* copy of the superblock's reservation */
   int fault_errno;              /* last append failure, 0 if none */
   bool fenced;                  /* log unusable: appends fail at once */
   bool stopping;
@@ -89,10 +93,9 @@ struct journal {
   journal_pressure_fn pressure;
   void *pressure_opaque;
   struct journal_stats stats;
-  pthread_t thread;
 };
 
-/* Start after recovery: the log's superblock must already hold the new
+/* Start (no thread: appenders write) after recovery: the log's superblock must already hold the new
  * epoch and a seq reservation; the head continues from (head_seq,
  * head_lsn), which recovery found (checkpoint == head after replay).
  */

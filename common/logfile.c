@@ -358,20 +358,20 @@ all_zero (const uint8_t *p, size_t n)
 /* Sequence rule (docs/design.md "Continuity"): within an epoch seqs are
  * consecutive; a new epoch (a restart, or recovery from a failed append)
  * may skip burned seqs forward; epochs never go backwards nor beyond the
- * superblock's.  A WRAP filler repeats the seq of the record before it.
+ * superblock's.  A WRAP filler carries the seq of the last record handed
+ * out before it (which may be a burned one, in a new epoch).
  */
 static int
 continuity_ok (const struct rlog_scan *s, const struct rlog_rec *r)
 {
   const struct rlog_sb *sb = &s->log->sb;
+  uint64_t want = r->op == RLOG_OP_WRAP ? s->prev_seq : s->prev_seq + 1;
 
   if (r->epoch < s->prev_epoch || r->epoch > sb->epoch)
     return 0;
-  if (r->op == RLOG_OP_WRAP)
-    return r->seq == s->prev_seq;
-  if (r->seq == s->prev_seq + 1)
+  if (r->seq == want)
     return 1;
-  return r->epoch > s->prev_epoch && r->seq > s->prev_seq;
+  return r->epoch > s->prev_epoch && r->seq > want;
 }
 
 int
@@ -422,9 +422,9 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
                         " does not reach the end of the ring", s->lsn);
     s->lsn += rec->rec_size;
     s->prev_epoch = rec->epoch;
+    s->prev_seq = rec->seq;
     if (rec->op == RLOG_OP_WRAP)
       continue;
-    s->prev_seq = rec->seq;
     s->records++;
     *payload = s->buf + RLOG_REC_HDR_SIZE;
     return 1;

@@ -90,7 +90,10 @@ checkpoint_thread (void *arg)
       break;
 
     journal_checkpoint_point (&r->journal, &seq, &epoch, &lsn);
-    if (lsn == r->log->sb.checkpoint_lsn)
+    pthread_mutex_lock (&r->log->sb_lock);
+    stop = lsn == r->log->sb.checkpoint_lsn;   /* nothing new */
+    pthread_mutex_unlock (&r->log->sb_lock);
+    if (stop)
       continue;
     if (checkpoint_now (r, seq, epoch, lsn) == -1) {
       /* The log keeps the records; retry later.  Writers wait for space

@@ -12,7 +12,13 @@
 void
 rangelock_init (struct rangelock *rl)
 {
-  pthread_mutex_init (&rl->lock, NULL);
+  pthread_mutexattr_t a;
+
+  /* Adaptive: held for a list scan only (see journal.c). */
+  pthread_mutexattr_init (&a);
+  pthread_mutexattr_settype (&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+  pthread_mutex_init (&rl->lock, &a);
+  pthread_mutexattr_destroy (&a);
   pthread_cond_init (&rl->cond, NULL);
   rl->held = NULL;
   rl->waits = 0;

@@ -180,8 +180,8 @@ replica_fail (struct replica *r, int err, const char *fmt, ...)
     va_start (ap, fmt);
     vsnprintf (r->fault, sizeof r->fault, fmt, ap);
     va_end (ap);
-    r->state = VOL_FAILED;
     r->fault_errno = err;
+    __atomic_store_n (&r->state, VOL_FAILED, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&r->state_lock);
   if (first)
@@ -281,17 +281,17 @@ replica_cleanup (nbdkit_backend *backend)
   free (rep.control_path);
 }
 
+/* On every request: a lock-free read (state is only ever set under
+ * state_lock, and FAILED is final until restart).
+ */
 static bool
 volume_failed (int *err)
 {
-  bool f;
-
-  pthread_mutex_lock (&rep.state_lock);
-  f = rep.state == VOL_FAILED;
-  pthread_mutex_unlock (&rep.state_lock);
-  if (f)
+  if (__atomic_load_n (&rep.state, __ATOMIC_ACQUIRE) == VOL_FAILED) {
     *err = EIO;
-  return f;
+    return true;
+  }
+  return false;
 }
 
 /* Apply one durable entry to the backing through the client's context. */
