@@ -44,7 +44,16 @@ const struct journal_io journal_sys_io = {
 static uint64_t
 ring_size (const struct journal *j)
 {
-  return j->log->sb.ring_size;
+  return j->ring_size;
+}
+
+/* Geometry is copied at start: log->sb is rewritten (same geometry) by
+ * checkpoints under sb_lock, which the data path does not take.
+ */
+static uint64_t
+lsn_to_off (const struct journal *j, uint64_t lsn)
+{
+  return j->ring_offset + lsn % j->ring_size;
 }
 
 uint64_t
@@ -235,7 +244,6 @@ static int
 write_batch (struct journal *j, struct batch *b)
 {
   struct iovec iov[BATCH_MAX_IOV + 8];
-  const struct rlog_sb *sb = &j->log->sb;
   static const char pad_src[RLOG_BLOCK];
   int n = 0;
   uint64_t seg_lsn = b->start_lsn, lsn = b->start_lsn;
@@ -244,7 +252,7 @@ write_batch (struct journal *j, struct batch *b)
   do {                                                                  \
     if (n > 0) {                                                        \
       ssize_t want = lsn - seg_lsn, r;                                  \
-      r = j->io->pwritev (j->log->fd, iov, n, rlog_lsn_to_off (sb, seg_lsn)); \
+      r = j->io->pwritev (j->log->fd, iov, n, lsn_to_off (j, seg_lsn)); \
       if (r == -1) return -1;                                           \
       if (r != want) { errno = EIO; return -1; }                        \
     }                                                                   \
@@ -303,7 +311,7 @@ recover_from_failure (struct journal *j, const struct batch *b)
   int ok;
 
   ok = pwrite (j->log->fd, zero, RLOG_BLOCK,
-               rlog_lsn_to_off (&j->log->sb, b->start_lsn)) == RLOG_BLOCK &&
+               lsn_to_off (j, b->start_lsn)) == RLOG_BLOCK &&
     j->io->fdatasync (j->log->fd) == 0;
   pthread_mutex_lock (&j->log->sb_lock);
   if (ok) {
@@ -461,6 +469,8 @@ journal_start (struct journal *j, struct rlog *log,
   j->epoch = j->head_epoch = log->sb.epoch;
   j->seq_reserve_step = SEQ_RESERVE_STEP;
   j->seq_reserved = log->sb.seq_reserved;
+  j->ring_offset = log->sb.ring_offset;
+  j->ring_size = log->sb.ring_size;
   j->pressure = pressure;
   j->pressure_opaque = opaque;
   j->running = true;
@@ -480,11 +490,43 @@ journal_stop (struct journal *j)
   j->running = false;
 }
 
+/* Refuse what the scanner would refuse (rlog_rec_decode_hdr): an
+ * acknowledged record that replay rejects would cut the log there.
+ */
+static bool
+entry_valid (const struct jentry *e)
+{
+  if (e->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM))
+    return false;
+  switch (e->op) {
+  case RLOG_OP_WRITE:
+    if (e->length == 0 || e->length > RLOG_MAX_PAYLOAD || !e->payload)
+      return false;
+    break;
+  case RLOG_OP_ZERO:
+  case RLOG_OP_TRIM:
+    if (e->length == 0)
+      return false;
+    break;
+  case RLOG_OP_FLUSH:
+    return e->length == 0 && e->offset == 0;
+  default:
+    return false;
+  }
+  return e->offset + e->length >= e->offset;
+}
+
 int
 journal_append (struct journal *j, struct junit *u)
 {
   uint64_t bytes = unit_bytes (u);
 
+  for (size_t i = 0; i < u->n; ++i) {
+    if (!entry_valid (&u->entries[i])) {
+      errno = EINVAL;
+      return -1;
+    }
+  }
   if (u->n == 0 || bytes > journal_max_unit_bytes (j)) {
     errno = EINVAL;
     return -1;

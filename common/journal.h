@@ -86,6 +86,8 @@ struct journal {
   uint64_t epoch;               /* epoch stamped on new records */
   uint64_t seq_reserve_step;
   uint64_t seq_reserved;        /* copy of the superblock's reservation */
+  uint64_t ring_offset;         /* copies of the (fixed) ring geometry */
+  uint64_t ring_size;
   int fault_errno;              /* last append failure, 0 if none */
   bool fenced;                  /* log unusable: appends fail at once */
   bool stopping;

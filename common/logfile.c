@@ -218,8 +218,8 @@ rlog_open (const char *path, int lock, int readonly, char *err)
     snprintf (err, RLOG_ERRLEN, "cannot read %s: %m", path);
     goto fail1;
   }
-  if (rlog_sb_choose (slots, slots + RLOG_SB_SLOT_SIZE, &log->sb,
-                      &e0, &e1) == -1) {
+  if ((log->sb_slot = rlog_sb_choose (slots, slots + RLOG_SB_SLOT_SIZE,
+                                      &log->sb, &e0, &e1)) == -1) {
     if (e0 == RLOG_EMAGIC && e1 == RLOG_EMAGIC)
       snprintf (err, RLOG_ERRLEN, "%s is not a replica log: bad magic", path);
     else if (e0 == RLOG_EVERSION || e1 == RLOG_EVERSION)
@@ -277,14 +277,17 @@ rlog_sb_write_locked (struct rlog *log, struct rlog_sb *sb)
 {
   uint8_t slot[RLOG_SB_SLOT_SIZE];
 
+  int target = !log->sb_slot;
+
   sb->generation = log->sb.generation + 1;
   rlog_sb_encode (sb, slot);
   if (full_pwrite (log->fd, slot, RLOG_SB_SLOT_SIZE,
-                   (off_t) (sb->generation % 2) * RLOG_SB_SLOT_SIZE) == -1)
+                   (off_t) target * RLOG_SB_SLOT_SIZE) == -1)
     return -1;
   if (fdatasync (log->fd) == -1)
     return -1;
   log->sb = *sb;
+  log->sb_slot = target;
   return 0;
 }
 

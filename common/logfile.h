@@ -19,6 +19,7 @@ struct rlog {
   char *path;
   pthread_mutex_t sb_lock;   /* guards sb and superblock writes */
   struct rlog_sb sb;         /* what is on disk in the newest slot */
+  int sb_slot;               /* which slot (0 or 1) holds it */
 };
 
 /* Errors are returned as -1 with a one-line message in err (no prefix
@@ -40,7 +41,8 @@ extern struct rlog *rlog_open (const char *path, int lock, int readonly,
                                char *err);
 extern void rlog_close (struct rlog *log);
 
-/* Write *sb as the next generation into the other slot and fdatasync.
+/* Write *sb as the next generation into the slot not holding the
+ * current superblock, and fdatasync.
  * On success log->sb = *sb (with the new generation).  Caller holds
  * sb_lock.
  */

@@ -78,7 +78,7 @@ checkpoint_thread (void *arg)
     ts.tv_sec += CKPT_INTERVAL_SEC;
     pthread_mutex_lock (&r->state_lock);
     while (!r->ckpt_wanted && !r->stopping &&
-           journal_used_bytes (&r->journal) < r->log->sb.ring_size / 4) {
+           journal_used_bytes (&r->journal) < r->journal.ring_size / 4) {
       if (pthread_cond_timedwait (&r->ckpt_cond, &r->state_lock, &ts)
           == ETIMEDOUT)
         break;
