@@ -614,6 +614,17 @@ journal_set_checkpoint (struct journal *j, uint64_t lsn)
   pthread_mutex_unlock (&j->lock);
 }
 
+bool
+journal_fenced (struct journal *j)
+{
+  bool f;
+
+  pthread_mutex_lock (&j->lock);
+  f = j->fenced;
+  pthread_mutex_unlock (&j->lock);
+  return f;
+}
+
 uint64_t
 journal_used_bytes (struct journal *j)
 {

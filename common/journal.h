@@ -124,6 +124,7 @@ extern void journal_checkpoint_point (struct journal *j, uint64_t *seq,
 extern void journal_set_checkpoint (struct journal *j, uint64_t lsn);
 
 extern uint64_t journal_used_bytes (struct journal *j);
+extern bool journal_fenced (struct journal *j);
 extern void journal_get_stats (struct journal *j, struct journal_stats *st,
                                uint64_t *head_seq, uint64_t *used,
                                int *fault_errno, bool *fenced);

@@ -370,7 +370,8 @@ continuity_ok (const struct rlog_scan *s, const struct rlog_rec *r)
   const struct rlog_sb *sb = &s->log->sb;
   uint64_t want = r->op == RLOG_OP_WRAP ? s->prev_seq : s->prev_seq + 1;
 
-  if (r->epoch < s->prev_epoch || r->epoch > sb->epoch)
+  if (r->epoch < s->prev_epoch || r->epoch > sb->epoch ||
+      r->seq > sb->seq_reserved)
     return 0;
   if (r->seq == want)
     return 1;

@@ -74,7 +74,7 @@ struct rlog_sb {
   uint64_t bitmap_size;
   uint32_t max_payload;      /* RLOG_MAX_PAYLOAD at format time */
   uint64_t checkpoint_seq;   /* every seq <= this is applied and flushed */
-  uint64_t checkpoint_epoch; /* epoch of the record checkpoint_seq */
+  uint64_t checkpoint_epoch; /* epoch the next record is checked against */
   uint64_t checkpoint_lsn;   /* log position of the first record after it */
   uint64_t epoch;            /* bumped at each open, before any append */
   uint64_t seq_reserved;     /* no seq above this was ever handed out */

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <time.h>
 #include <inttypes.h>
+#include <string.h>
 
 #include <nbdkit-filter.h>
 
@@ -20,6 +21,7 @@
 NBDKIT_DLL_PUBLIC int replica_debug_checkpoint = 0; /* -D replica.checkpoint=1 */
 
 #define CKPT_INTERVAL_SEC 1
+#define CKPT_BUSY_NSEC    (20 * 1000 * 1000)
 
 int
 checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
@@ -27,9 +29,15 @@ checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
   struct rlog_sb sb;
   int err, ret;
 
+  /* A failed flush may have dropped written pages (Linux marks them
+   * clean): a retry could "succeed" over lost data.  So the volume
+   * fails, and the records stay in the log for replay at restart.
+   */
   if (r->can_flush > 0 && r->ctx->flush (r->ctx, 0, &err) == -1) {
-    errno = err;
-    nbdkit_error ("replica: flushing the backing for a checkpoint: %m");
+    replica_fail (r, err, "flushing the backing for a checkpoint failed: "
+                  "%s; the log keeps every record since the last "
+                  "checkpoint and replays them at the next start",
+                  strerror (err));
     return -1;
   }
   pthread_mutex_lock (&r->log->sb_lock);
@@ -64,6 +72,10 @@ checkpoint_kick (void *opaque)
   pthread_mutex_unlock (&r->state_lock);
 }
 
+/* Checkpoint once a second, or at once when a writer waits for space,
+ * or every 20 ms while the log is over a quarter full.  Never spins:
+ * every round waits on the condition first.
+ */
 static void *
 checkpoint_thread (void *arg)
 {
@@ -72,19 +84,23 @@ checkpoint_thread (void *arg)
   for (;;) {
     uint64_t seq, epoch, lsn;
     struct timespec ts;
-    bool stop;
+    bool stop, busy;
 
+    busy = journal_used_bytes (&r->journal) >= r->journal.ring_size / 4;
     clock_gettime (CLOCK_REALTIME, &ts);
-    ts.tv_sec += CKPT_INTERVAL_SEC;
-    pthread_mutex_lock (&r->state_lock);
-    while (!r->ckpt_wanted && !r->stopping &&
-           journal_used_bytes (&r->journal) < r->journal.ring_size / 4) {
-      if (pthread_cond_timedwait (&r->ckpt_cond, &r->state_lock, &ts)
-          == ETIMEDOUT)
-        break;
+    if (busy)
+      ts.tv_nsec += CKPT_BUSY_NSEC;
+    else
+      ts.tv_sec += CKPT_INTERVAL_SEC;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
     }
+    pthread_mutex_lock (&r->state_lock);
+    if (!r->ckpt_wanted && !r->stopping)
+      pthread_cond_timedwait (&r->ckpt_cond, &r->state_lock, &ts);
     r->ckpt_wanted = false;
-    stop = r->stopping;
+    stop = r->stopping || r->state == VOL_FAILED;
     pthread_mutex_unlock (&r->state_lock);
     if (stop)
       break;
@@ -95,13 +111,7 @@ checkpoint_thread (void *arg)
     pthread_mutex_unlock (&r->log->sb_lock);
     if (stop)
       continue;
-    if (checkpoint_now (r, seq, epoch, lsn) == -1) {
-      /* The log keeps the records; retry later.  Writers wait for space
-       * meanwhile (never an overwrite of unapplied records).
-       */
-      struct timespec d = { 0, 100 * 1000 * 1000 };
-      nanosleep (&d, NULL);
-    }
+    checkpoint_now (r, seq, epoch, lsn);
   }
   return NULL;
 }

@@ -24,39 +24,56 @@
 #include "ctlproto.h"
 
 int
-control_bind (struct replica *r)
+control_bind (struct replica *rp)
 {
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  int fd;
+  const char *rep_path = rp->control_path;
+  struct stat st;
+  mode_t old_mask;
+  int fd, r;
 
-  if (strlen (r->control_path) >= sizeof addr.sun_path) {
+  if (strlen (rep_path) >= sizeof addr.sun_path) {
     nbdkit_error ("replica-control: socket path is too long: %s",
-                  r->control_path);
+                  rep_path);
     return -1;
   }
-  strcpy (addr.sun_path, r->control_path);
+  strcpy (addr.sun_path, rep_path);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1) {
     nbdkit_error ("replica-control: socket: %m");
     return -1;
   }
   /* A leftover socket from a killed nbdkit: the log's flock (already
-   * held) proves nobody else serves this volume, so it is stale.
+   * held) proves nobody else serves this volume, so it is stale.  Never
+   * remove anything but a socket.
    */
-  if (unlink (r->control_path) == -1 && errno != ENOENT) {
-    nbdkit_error ("replica-control: cannot remove stale %s: %m",
-                  r->control_path);
+  if (lstat (rep_path, &st) == 0) {
+    if (!S_ISSOCK (st.st_mode)) {
+      nbdkit_error ("replica-control: %s exists and is not a socket",
+                    rep_path);
+      goto fail;
+    }
+    if (unlink (rep_path) == -1) {
+      nbdkit_error ("replica-control: cannot remove stale %s: %m",
+                    rep_path);
+      goto fail;
+    }
+  }
+  /* Before the fork nbdkit is single-threaded, so a temporary umask is
+   * safe: the socket is never reachable with wider permissions.
+   */
+  old_mask = umask (0117);
+  r = bind (fd, (struct sockaddr *) &addr, sizeof addr);
+  umask (old_mask);
+  if (r == -1) {
+    nbdkit_error ("replica-control: bind: %s: %m", rep_path);
     goto fail;
   }
-  if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
-    nbdkit_error ("replica-control: bind: %s: %m", r->control_path);
+  if (chmod (rep_path, 0660) == -1 || listen (fd, 16) == -1) {
+    nbdkit_error ("replica-control: %s: %m", rep_path);
     goto fail;
   }
-  if (chmod (r->control_path, 0660) == -1 || listen (fd, 16) == -1) {
-    nbdkit_error ("replica-control: %s: %m", r->control_path);
-    goto fail;
-  }
-  r->control_fd = fd;
+  rp->control_fd = fd;
   return 0;
 
  fail:
@@ -130,6 +147,7 @@ status_json (struct replica *r)
   add_u64 (o, "log_full_waits", st.space_waits);
   add_u64 (o, "log_errors", st.append_errors);
   add_str (o, "log_error", log_errno ? strerror (log_errno) : NULL);
+  json_object_object_add (o, "log_fenced", json_object_new_boolean (fenced));
   add_u64 (o, "checkpoints", r->checkpoints);
   add_u64 (o, "replayed_records", r->replayed_records);
   add_u64 (o, "backing_errors", r->backing_errors);

@@ -95,10 +95,15 @@ replica_recover (struct replica *r)
   r->replayed_records = scan.records;
   r->replay_stop_lsn = scan.lsn;
   snprintf (r->replay_stop, sizeof r->replay_stop, "%s", scan.why);
-  nbdkit_debug ("replica: replayed %" PRIu64 " records, seq %" PRIu64
-                "..%" PRIu64 "; log ends: %s (%s)", scan.records,
-                r->log->sb.checkpoint_seq + 1, last_seq,
-                rlog_stop_name (scan.stop), scan.why);
+  if (scan.records > 0)
+    nbdkit_debug ("replica: replayed %" PRIu64 " records after checkpoint "
+                  "seq %" PRIu64 ", up to seq %" PRIu64 "; log ends: %s (%s)",
+                  scan.records, r->log->sb.checkpoint_seq, last_seq,
+                  rlog_stop_name (scan.stop), scan.why);
+  else
+    nbdkit_debug ("replica: nothing to replay after checkpoint seq %" PRIu64
+                  "; log ends: %s (%s)", r->log->sb.checkpoint_seq,
+                  rlog_stop_name (scan.stop), scan.why);
   if (scan.stop == RLOG_STOP_CORRUPT)
     nbdkit_debug ("replica: the log tail after seq %" PRIu64 " was cut at a "
                   "corrupt or torn record: %s", last_seq, scan.why);

@@ -241,7 +241,8 @@ replica_after_fork (nbdkit_backend *backend)
     return -1;
   }
 
-  if (replica_recover (&rep) == -1)
+  /* Status is served during a long replay already (state recovering). */
+  if (control_start (&rep) == -1 || replica_recover (&rep) == -1)
     return -1;
   if (journal_start (&rep.journal, rep.log, NULL, rep.log->sb.seq_reserved,
                      rep.log->sb.checkpoint_lsn, checkpoint_kick, &rep) == -1) {
@@ -249,8 +250,13 @@ replica_after_fork (nbdkit_backend *backend)
     return -1;
   }
   rep.journal_up = true;
-  rep.state = VOL_STANDALONE;
-  if (checkpoint_start (&rep) == -1 || control_start (&rep) == -1)
+  __atomic_store_n (&rep.state, VOL_STANDALONE, __ATOMIC_RELEASE);
+  if (rep.ctx->can_multi_conn (rep.ctx) == 0)
+    nbdkit_debug ("replica: the plugin does not offer multi-conn: a "
+                  "checkpoint's flush through the filter's own connection "
+                  "may not cover writes made through other connections; "
+                  "see nbdkit-replica-filter(1) \"Limitations\"");
+  if (checkpoint_start (&rep) == -1)
     return -1;
   return 0;
 }
@@ -328,6 +334,9 @@ append_and_apply (nbdkit_next *next, struct junit *u, int *err)
   if (journal_append (&rep.journal, u) == -1) {
     *err = errno;
     nbdkit_debug ("replica: log append failed: %m");
+    if (journal_fenced (&rep.journal))
+      replica_fail (&rep, EIO, "the log device failed and the failed "
+                    "append could not be invalidated: the log is fenced");
     return -1;
   }
   for (size_t i = 0; i < u->n; ++i) {
@@ -390,6 +399,11 @@ journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
    * before the next is appended).
    */
   while (done < n && ret == 0) {
+    /* (A request is several units only with a log under 256M.  If the
+     * backing fails in one that is not the last, the rest is never
+     * journaled, so the request must be reported failed: NBD leaves
+     * the range unspecified then, and replay applies the first part.)
+     */
     struct junit u = { .entries = &ents[done] };
     uint64_t bytes = 0;
 
@@ -405,8 +419,13 @@ journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
     done += u.n;
   }
   rangelock_release (&rep.ranges, &range);
-  if (ret == 1)
-    return 0;                   /* durable, backing failed: see above */
+  if (ret == 1) {               /* durable, backing failed: see above */
+    if (done < n) {
+      *err = EIO;
+      return -1;
+    }
+    return 0;
+  }
   free (ents);
   return ret;
 }
