@@ -78,7 +78,14 @@ start_nbdkit ()
     local sock=$1 errlog=$2
     shift 2
     rm -f "$sock"
-    run_nbdkit -f -U "$sock" --filter="$FILTER" "$@" 2>>"$errlog" &
+    # exec: $! must be nbdkit itself, not a subshell running it (killing
+    # the subshell would leave nbdkit running, still holding the log).
+    (
+        if [ -n "$NBDKIT_PRELOAD" ]; then
+            export LD_PRELOAD="$NBDKIT_PRELOAD"
+        fi
+        exec nbdkit -f -U "$sock" --filter="$FILTER" "$@"
+    ) 2>>"$errlog" &
     NBDKIT_PID=$!
     register_pid $NBDKIT_PID
     local i

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <json-c/json.h>
 
@@ -246,6 +247,7 @@ cmd_log_replay (int argc, char **argv)
   const uint8_t *payload;
   struct rlog *log;
   bool all = false;
+  struct stat st;
   int fd, ret = 0;
 
   for (int i = 1; i < argc; ++i) {
@@ -279,7 +281,32 @@ cmd_log_replay (int argc, char **argv)
     ret = 1;
     goto out;
   }
+  if (fstat (fd, &st) == -1 ||
+      (log->sb.backing_size != 0 &&
+       (uint64_t) st.st_size != log->sb.backing_size)) {
+    fprintf (stderr, "replicactl: %s is %" PRIu64 " bytes, but the log "
+             "belongs to a volume of %" PRIu64 " bytes\n", image,
+             (uint64_t) st.st_size, log->sb.backing_size);
+    ret = 1;
+    goto out_scan;
+  }
   while (ret == 0 && rlog_scan_next (&scan, &rec, &payload) == 1) {
+    /* The very first record of a log is seq 1: otherwise the ring has
+     * wrapped and the start of the history is gone.
+     */
+    if (all && scan.records == 1 && rec.seq != 1) {
+      fprintf (stderr, "replicactl: %s has wrapped (its oldest record is "
+               "seq %" PRIu64 "): --all needs a log that never wrapped\n",
+               path, rec.seq);
+      ret = 1;
+      break;
+    }
+    if (rec.offset + rec.length > (uint64_t) st.st_size) {
+      fprintf (stderr, "replicactl: seq %" PRIu64 " lies beyond the end "
+               "of %s\n", rec.seq, image);
+      ret = 1;
+      break;
+    }
     if (replay_one (fd, &rec, payload) == -1) {
       fprintf (stderr, "replicactl: %s: seq %" PRIu64 ": %m\n", image,
                rec.seq);
@@ -292,8 +319,10 @@ cmd_log_replay (int argc, char **argv)
   }
   if (scan.stop == RLOG_STOP_IOERR)
     ret = 1;
-  printf ("applied %" PRIu64 " records; end of log: %s (%s)\n",
-          scan.records, rlog_stop_name (scan.stop), scan.why);
+  if (ret == 0)
+    printf ("applied %" PRIu64 " records; end of log: %s (%s)\n",
+            scan.records, rlog_stop_name (scan.stop), scan.why);
+ out_scan:
   rlog_scan_free (&scan);
  out:
   close (fd);
