@@ -134,3 +134,17 @@ status_field ()
     "$REPLICACTL" --control "$1" status --json |
         /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print("null" if v is None else v)' "$2"
 }
+
+# use_fault_shim FILE: preload tests/faultinject.so into nbdkit (after
+# the sanitizer runtime, which must stay first), aimed at FILE, armed
+# while $TMPD/trigger exists (its content: the errno name and options,
+# see tests/faultinject.c).
+use_fault_shim ()
+{
+    local shim="$BUILDDIR/tests/faultinject.so"
+    [ -f "$shim" ] || fail "$shim is not built"
+    export NBDKIT_PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD }$shim"
+    export REPLICA_FAULT_TRIGGER="$TMPD/trigger"
+    REPLICA_FAULT_PATH="$(realpath "$1")"
+    export REPLICA_FAULT_PATH
+}

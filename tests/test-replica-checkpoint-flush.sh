@@ -13,12 +13,7 @@
 source "$SRCDIR/tests/functions.sh"
 make_tmpdir
 
-shim="$BUILDDIR/tests/faultinject.so"
-[ -f "$shim" ] || fail "$shim is not built"
-export NBDKIT_PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD }$shim"
-export REPLICA_FAULT_TRIGGER="$TMPD/trigger"
-REPLICA_FAULT_PATH="$(realpath "$TMPD")/disk.img"
-export REPLICA_FAULT_PATH
+use_fault_shim "$TMPD/disk.img"
 
 truncate -s 64M "$TMPD/disk.img"
 uri=$(uri_of "$TMPD/sock")

@@ -15,13 +15,7 @@
 source "$SRCDIR/tests/functions.sh"
 make_tmpdir
 
-shim="$BUILDDIR/tests/faultinject.so"
-[ -f "$shim" ] || fail "$shim is not built"
-# The sanitizer runtime (if any) must stay first.
-export NBDKIT_PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD }$shim"
-export REPLICA_FAULT_TRIGGER="$TMPD/trigger"
-REPLICA_FAULT_PATH="$(realpath "$TMPD")/log"
-export REPLICA_FAULT_PATH
+use_fault_shim "$TMPD/log"
 export REPLICACTL TMPD
 
 size=$((64 * 1024 * 1024))

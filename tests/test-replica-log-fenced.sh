@@ -16,12 +16,7 @@
 source "$SRCDIR/tests/functions.sh"
 make_tmpdir
 
-shim="$BUILDDIR/tests/faultinject.so"
-[ -f "$shim" ] || fail "$shim is not built"
-export NBDKIT_PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD }$shim"
-export REPLICA_FAULT_TRIGGER="$TMPD/trigger"
-REPLICA_FAULT_PATH="$(realpath "$TMPD")/log"
-export REPLICA_FAULT_PATH
+use_fault_shim "$TMPD/log"
 export REPLICACTL TMPD
 
 truncate -s 64M "$TMPD/disk.img"
