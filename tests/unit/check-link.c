@@ -1,0 +1,303 @@
+/* nbd-replica: unit tests of the role/link state machine (common/link.c).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Pure: no sockets, no clock; time is the now_ms of each event.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "link.h"
+#include "logfmt.h"
+
+static const uint8_t uuid_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+static const uint8_t uuid_b[16] = { 9, 8, 7, 6, 5, 4, 3, 2, 1 };
+
+static struct link_event
+ev (enum link_event_type t, uint64_t now)
+{
+  struct link_event e;
+
+  memset (&e, 0, sizeof e);
+  e.type = t;
+  e.now_ms = now;
+  memcpy (e.local.volume_uuid, uuid_a, 16);
+  e.local.backing_size = 1 << 30;
+  e.local.head_seq = 100;
+  memcpy (e.peer.volume_uuid, uuid_a, 16);
+  e.peer.paired = true;
+  e.peer.role = RLOG_ROLE_SECONDARY;
+  e.peer.backing_size = 1 << 30;
+  e.peer.durable_seq = 90;
+  e.peer.seq_known = true;
+  return e;
+}
+
+/* Bring a fresh link to REPLICATING with the peer at seq 90. */
+static void
+connect_link (struct link *l, enum link_mode mode, enum link_sync_policy p)
+{
+  struct link_event e;
+
+  link_init (l, mode, p, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  ck_assert_uint_eq (link_step (l, &e), LINK_ACT_CONNECT);
+  ck_assert_int_eq (l->state, LINK_CONNECTING);
+  e = ev (LINK_EV_HANDSHAKE, 1);
+  ck_assert_uint_eq (link_step (l, &e), LINK_ACT_SHIP);
+  ck_assert_int_eq (l->state, LINK_REPLICATING);
+  ck_assert_uint_eq (l->acked_seq, 90);
+}
+
+START_TEST (test_standalone_acks_locally)
+{
+  struct link l;
+
+  link_init (&l, LINK_SYNC, LINK_SYNC_DEGRADE, 1000);
+  ck_assert_int_eq (l.state, LINK_STANDALONE);
+  ck_assert (link_may_ack (&l, 12345));
+}
+END_TEST
+
+START_TEST (test_backoff_doubles_and_caps)
+{
+  struct link l;
+  struct link_event e;
+  uint64_t now = 0, expect = LINK_BACKOFF_MIN_MS;
+
+  connect_link (&l, LINK_ASYNC, LINK_SYNC_DEGRADE);
+  for (int i = 0; i < 12; ++i) {
+    e = ev (LINK_EV_IO_ERROR, now);
+    ck_assert_uint_eq (link_step (&l, &e),
+                       LINK_ACT_DISCONNECT | LINK_ACT_LOG);
+    ck_assert_int_eq (l.state, LINK_DISCONNECTED);
+    ck_assert_uint_eq (l.retry_at_ms, now + expect);
+    /* Not before the retry time ... */
+    e = ev (LINK_EV_TICK, now + expect - 1);
+    ck_assert_uint_eq (link_step (&l, &e), 0);
+    ck_assert_int_eq (l.state, LINK_DISCONNECTED);
+    /* ... then connect again. */
+    now += expect;
+    e = ev (LINK_EV_TICK, now);
+    ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_CONNECT);
+    ck_assert_int_eq (l.state, LINK_CONNECTING);
+    expect = expect * 2 > LINK_BACKOFF_MAX_MS ? LINK_BACKOFF_MAX_MS
+      : expect * 2;
+  }
+  ck_assert_uint_eq (l.backoff_ms, LINK_BACKOFF_MAX_MS);
+  /* A successful handshake resets the backoff. */
+  e = ev (LINK_EV_HANDSHAKE, now);
+  link_step (&l, &e);
+  ck_assert_uint_eq (l.backoff_ms, LINK_BACKOFF_MIN_MS);
+}
+END_TEST
+
+START_TEST (test_verdicts)
+{
+  struct link_event e = ev (LINK_EV_HANDSHAKE, 0);
+
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_OK);
+  e.peer.paired = false;
+  memcpy (e.peer.volume_uuid, uuid_b, 16);
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_ADOPT);
+  e.peer.backing_size--;
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_WRONG_SIZE);
+  e = ev (LINK_EV_HANDSHAKE, 0);
+  memcpy (e.peer.volume_uuid, uuid_b, 16);
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer),
+                    LINK_PEER_WRONG_VOLUME);
+  e = ev (LINK_EV_HANDSHAKE, 0);
+  e.peer.role = RLOG_ROLE_PRIMARY;
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer),
+                    LINK_PEER_SPLIT_BRAIN);
+  e.peer.paired = false;
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer),
+                    LINK_PEER_SPLIT_BRAIN);
+  e = ev (LINK_EV_HANDSHAKE, 0);
+  e.peer.durable_seq = 101;                 /* ahead of our head */
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_DIVERGED);
+  e = ev (LINK_EV_HANDSHAKE, 0);
+  e.peer.seq_known = false;                 /* a burned seq of ours */
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_DIVERGED);
+}
+END_TEST
+
+START_TEST (test_refused_then_retry)
+{
+  struct link l;
+  struct link_event e;
+
+  link_init (&l, LINK_SYNC, LINK_SYNC_DEGRADE, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 5);
+  e.peer.role = RLOG_ROLE_PRIMARY;
+  ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_DISCONNECT | LINK_ACT_LOG);
+  ck_assert_int_eq (l.state, LINK_REFUSED);
+  ck_assert_ptr_nonnull (strstr (l.reason, "split brain"));
+  e = ev (LINK_EV_TICK, 5 + LINK_REFUSED_RETRY_MS - 1);
+  ck_assert_uint_eq (link_step (&l, &e), 0);
+  e = ev (LINK_EV_TICK, 5 + LINK_REFUSED_RETRY_MS);
+  ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_CONNECT);
+}
+END_TEST
+
+START_TEST (test_adopt_starts_at_head)
+{
+  struct link l;
+  struct link_event e;
+
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 1);
+  e.peer.paired = false;
+  e.peer.durable_seq = 0;
+  memset (e.peer.volume_uuid, 0, 16);
+  ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_SHIP | LINK_ACT_ADOPT);
+  ck_assert_uint_eq (l.acked_seq, 100);
+}
+END_TEST
+
+START_TEST (test_sync_waits_for_peer_ack)
+{
+  struct link l;
+  struct link_event e;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_DEGRADE);
+  ck_assert (link_may_ack (&l, 90));
+  ck_assert (!link_may_ack (&l, 91));
+  e = ev (LINK_EV_WRITE_WAITING, 10);
+  e.seq = 95;
+  ck_assert_uint_eq (link_step (&l, &e), 0);
+  e = ev (LINK_EV_ACK, 20);
+  e.seq = 93;
+  ck_assert (link_step (&l, &e) & LINK_ACT_RELEASE_WRITES);
+  ck_assert (link_may_ack (&l, 93));
+  ck_assert (!link_may_ack (&l, 94));
+  ck_assert_uint_ne (l.waiting_since_ms, 0);
+  e = ev (LINK_EV_ACK, 30);
+  e.seq = 95;
+  ck_assert (link_step (&l, &e) & LINK_ACT_RELEASE_WRITES);
+  ck_assert_uint_eq (l.waiting_since_ms, 0);
+  ck_assert (!l.degraded);
+  /* Async acks locally. */
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  link_step (&l, &e);
+  ck_assert (link_may_ack (&l, 1000));
+}
+END_TEST
+
+START_TEST (test_sync_degrades_after_timeout)
+{
+  struct link l;
+  struct link_event e;
+  unsigned act;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_DEGRADE);
+  e = ev (LINK_EV_WRITE_WAITING, 100);
+  e.seq = 95;
+  link_step (&l, &e);
+  e = ev (LINK_EV_TICK, 100 + 999);
+  ck_assert_uint_eq (link_step (&l, &e), 0);
+  ck_assert (!link_may_ack (&l, 95));
+  e = ev (LINK_EV_TICK, 100 + 1000);
+  act = link_step (&l, &e);
+  ck_assert_uint_eq (act, LINK_ACT_RELEASE_WRITES | LINK_ACT_LOG |
+                     LINK_ACT_TELL_OUTDATED);
+  ck_assert (l.degraded && l.peer_outdated && l.tell_outdated);
+  ck_assert (link_may_ack (&l, 95));
+  ck_assert_ptr_nonnull (strstr (l.reason, "outdated"));
+  /* The link drops; on reconnect the peer is told it is outdated. */
+  e = ev (LINK_EV_IO_ERROR, 2000);
+  link_step (&l, &e);
+  e = ev (LINK_EV_TICK, 2000 + LINK_BACKOFF_MIN_MS);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 2200);
+  act = link_step (&l, &e);
+  ck_assert_uint_eq (act, LINK_ACT_SHIP | LINK_ACT_TELL_OUTDATED);
+  e = ev (LINK_EV_OUTDATED_TOLD, 2201);
+  link_step (&l, &e);
+  ck_assert (!l.tell_outdated && l.peer_outdated);
+  /* Still degraded until the peer has everything up to our head. */
+  e = ev (LINK_EV_ACK, 2300);
+  e.seq = 99;
+  link_step (&l, &e);
+  ck_assert (l.degraded);
+  e = ev (LINK_EV_ACK, 2400);
+  e.seq = 100;
+  ck_assert (link_step (&l, &e) & LINK_ACT_TELL_UPTODATE);
+  ck_assert (!l.degraded && !l.peer_outdated);
+  ck_assert (!link_may_ack (&l, 101));   /* sync again */
+}
+END_TEST
+
+START_TEST (test_sync_wait_policy_never_degrades)
+{
+  struct link l;
+  struct link_event e;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_WAIT);
+  e = ev (LINK_EV_WRITE_WAITING, 100);
+  e.seq = 95;
+  link_step (&l, &e);
+  e = ev (LINK_EV_IO_ERROR, 200);
+  link_step (&l, &e);
+  e = ev (LINK_EV_TICK, 1000000);
+  link_step (&l, &e);
+  ck_assert (!l.degraded);
+  ck_assert (!link_may_ack (&l, 95));
+}
+END_TEST
+
+START_TEST (test_set_mode)
+{
+  struct link l;
+  struct link_event e;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_WAIT);
+  e = ev (LINK_EV_WRITE_WAITING, 100);
+  e.seq = 95;
+  link_step (&l, &e);
+  e = ev (LINK_EV_SET_MODE, 150);
+  e.mode = LINK_ASYNC;
+  ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_RELEASE_WRITES);
+  ck_assert (link_may_ack (&l, 95));
+  e.mode = LINK_SYNC;
+  link_step (&l, &e);
+  ck_assert (!link_may_ack (&l, 95));
+}
+END_TEST
+
+static Suite *
+link_suite (void)
+{
+  Suite *s = suite_create ("link");
+  TCase *tc = tcase_create ("core");
+
+  tcase_add_test (tc, test_standalone_acks_locally);
+  tcase_add_test (tc, test_backoff_doubles_and_caps);
+  tcase_add_test (tc, test_verdicts);
+  tcase_add_test (tc, test_refused_then_retry);
+  tcase_add_test (tc, test_adopt_starts_at_head);
+  tcase_add_test (tc, test_sync_waits_for_peer_ack);
+  tcase_add_test (tc, test_sync_degrades_after_timeout);
+  tcase_add_test (tc, test_sync_wait_policy_never_degrades);
+  tcase_add_test (tc, test_set_mode);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (link_suite ());
+  int failed;
+
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
