@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "logfmt.h"
+#include "wire.h"
 
 static void
 put (const char *dir, const char *name, const void *buf, size_t len)
@@ -91,17 +92,63 @@ slots (const char *dir, const char *name, uint64_t g0, uint64_t g1,
   put (dir, name, buf, 2 * slot_len);
 }
 
+/* Wire seeds: a selector byte (0 hello, 1 control, 2 batch), then the
+ * message (see fuzz-wire.c).
+ */
+static void
+wire_seeds (const char *dir)
+{
+  static uint8_t buf[1 + WIRE_MSG_SIZE + 3 * 256];
+  struct wire_hello h = { .role = RLOG_ROLE_SECONDARY,
+                          .flags = WIRE_HELLO_PAIRED, .backing_size = 1 << 30,
+                          .durable_seq = 7, .applied_seq = 5 };
+  struct wire_control c = { .type = WIRE_CTL_OUTDATED,
+                            .backing_size = 1 << 30, .seq = 9 };
+  struct wire_batch b = { .prev_seq = 10, .prev_epoch = 2, .first_seq = 11,
+                          .last_seq = 13, .count = 3 };
+  uint8_t *p = buf + 1 + WIRE_BATCH_HDR_SIZE;
+  uint8_t payload[100];
+
+  buf[0] = 0;
+  wire_hello_encode (&h, buf + 1);
+  put (dir, "hello", buf, 1 + 128);
+  buf[0] = 1;
+  wire_control_encode (&c, buf + 1);
+  put (dir, "control", buf, 1 + 128);
+
+  memset (payload, 0xab, sizeof payload);
+  for (int i = 0; i < 3; ++i) {
+    struct rlog_rec r = { .op = i == 1 ? RLOG_OP_ZERO : RLOG_OP_WRITE,
+                          .seq = 11 + i, .epoch = 2, .offset = 4096 * i };
+    r.payload_len = r.op == RLOG_OP_WRITE ? sizeof payload : 0;
+    r.length = r.op == RLOG_OP_WRITE ? sizeof payload : 65536;
+    r.rec_size = rlog_rec_size (r.payload_len);
+    if (r.payload_len)
+      memcpy (p + RLOG_REC_HDR_SIZE, payload, sizeof payload);
+    rlog_rec_seal (&r, p, rlog_payload_crc (payload, r.payload_len));
+    p += r.rec_size;
+  }
+  b.raw_len = b.wire_len = p - (buf + 1 + WIRE_BATCH_HDR_SIZE);
+  b.data_crc = rlog_crc32c (0, buf + 1 + WIRE_BATCH_HDR_SIZE, b.raw_len);
+  buf[0] = 2;
+  wire_batch_encode_hdr (&b, buf + 1);
+  put (dir, "batch", buf, p - buf);
+}
+
 int
 main (int argc, char *argv[])
 {
   const char *rd, *sd;
 
-  if (argc != 3) {
-    fprintf (stderr, "usage: %s RECORD-DIR SUPERBLOCK-DIR\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    fprintf (stderr, "usage: %s RECORD-DIR SUPERBLOCK-DIR [WIRE-DIR]\n",
+             argv[0]);
     return EXIT_FAILURE;
   }
   rd = argv[1];
   sd = argv[2];
+  if (argc == 4)
+    wire_seeds (argv[3]);
 
   record (rd, "write-100", (struct rlog_rec) {
       .op = RLOG_OP_WRITE, .flags = RLOG_FLAG_FUA, .payload_len = 100,

@@ -1,0 +1,120 @@
+/* nbd-replica: messages of the replication protocol (pure codec).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * The replicator talks to the secondary's replication export with
+ * ordinary NBD reads and writes; the offset says what a request is
+ * (docs/design.md "Replication protocol"):
+ *
+ *   read  [0, 4096)          HELLO: the secondary describes itself
+ *   write [4096, 8192)       CONTROL: adopt, outdated, up to date, auth
+ *   write [1 GiB, ...)       BATCH: log records, in seq order
+ *
+ * Every message has a magic, a version and a CRC-32C.  A batch carries
+ * records in the log's own format (each with its own CRC), optionally
+ * compressed as one LZ4 block.  Decoders take untrusted bytes: they
+ * check every length against the buffer (tests/fuzz/fuzz-wire.c).
+ */
+#ifndef REPLICA_WIRE_H
+#define REPLICA_WIRE_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+#include "logfmt.h"
+
+#define WIRE_EXPORT_NAME     "replica-replication"
+#define WIRE_VERSION         1
+#define WIRE_HELLO_OFFSET    0
+#define WIRE_CONTROL_OFFSET  4096
+#define WIRE_MSG_SIZE        4096          /* HELLO and CONTROL requests */
+#define WIRE_BATCH_BASE      (1ULL << 30)
+#define WIRE_BATCH_SLOT      (64ULL << 20) /* largest NBD request */
+#define WIRE_BATCH_SLOTS     1024          /* distinct offsets in flight */
+#define WIRE_EXPORT_SIZE     (WIRE_BATCH_BASE + WIRE_BATCH_SLOTS * WIRE_BATCH_SLOT)
+#define WIRE_BATCH_HDR_SIZE  64
+#define WIRE_BATCH_MAX       (32u << 20)   /* raw record bytes per batch */
+
+/* HELLO flags */
+#define WIRE_HELLO_PAIRED    0x1   /* the secondary's log has a volume */
+#define WIRE_HELLO_OUTDATED  0x2   /* it missed acknowledged writes */
+
+struct wire_hello {
+  uint8_t volume_uuid[16];
+  uint32_t role;               /* enum rlog_role */
+  uint32_t flags;              /* WIRE_HELLO_* */
+  uint64_t backing_size;
+  uint64_t durable_seq;        /* last record durable in its log */
+  uint64_t applied_seq;        /* last record applied to its disk */
+  uint8_t nonce[16];           /* fresh per connection (authentication) */
+};
+
+enum wire_control_type {
+  WIRE_CTL_ADOPT = 1,          /* take volume_uuid: pair with us */
+  WIRE_CTL_OUTDATED = 2,       /* you missed writes acknowledged here */
+  WIRE_CTL_UPTODATE = 3,       /* you have everything up to seq */
+};
+
+struct wire_control {
+  uint32_t type;               /* enum wire_control_type */
+  uint8_t volume_uuid[16];     /* the primary's */
+  uint64_t backing_size;
+  uint64_t seq;                /* primary's head when sent */
+  uint8_t mac[32];             /* pair-secret MAC over nonce + fields */
+};
+
+/* Batch flags */
+#define WIRE_BATCH_LZ4       0x1
+
+struct wire_batch {
+  uint8_t flags;
+  uint64_t prev_seq;           /* seq the first record follows */
+  uint64_t prev_epoch;         /* and its epoch (continuity rule) */
+  uint64_t first_seq, last_seq;
+  uint32_t count;              /* records (WRAP never sent) */
+  uint32_t raw_len;            /* bytes of records, uncompressed */
+  uint32_t wire_len;           /* bytes after the header */
+  uint32_t data_crc;           /* CRC-32C of those wire bytes */
+};
+
+enum wire_err {
+  WIRE_OK = 0,
+  WIRE_EMAGIC,
+  WIRE_EVERSION,
+  WIRE_ECRC,
+  WIRE_EINVAL,
+};
+extern const char *wire_strerror (enum wire_err e);
+
+extern void wire_hello_encode (const struct wire_hello *h,
+                               uint8_t out[WIRE_MSG_SIZE]);
+extern enum wire_err wire_hello_decode (const void *buf, size_t len,
+                                        struct wire_hello *h);
+extern void wire_control_encode (const struct wire_control *c,
+                                 uint8_t out[WIRE_MSG_SIZE]);
+extern enum wire_err wire_control_decode (const void *buf, size_t len,
+                                          struct wire_control *c);
+
+extern void wire_batch_encode_hdr (const struct wire_batch *b,
+                                   uint8_t out[WIRE_BATCH_HDR_SIZE]);
+extern enum wire_err wire_batch_decode_hdr (const void *buf, size_t len,
+                                            struct wire_batch *b);
+
+/* Walk the (uncompressed) records of a batch: checks each record's
+ * header and CRC, that they are consecutive from prev_seq (a jump only
+ * into a higher epoch, as in the log), that count, first_seq and
+ * last_seq match, and that every record lies within backing_size.
+ * Calls fn for each (if fn is not NULL); stops at the first error, so
+ * a caller that acts on records walks once with fn NULL first: a batch
+ * is accepted or refused whole.
+ * On error, *why says which record and what.
+ */
+typedef int (*wire_record_fn) (void *opaque, const struct rlog_rec *rec,
+                               const uint8_t *payload);
+extern enum wire_err wire_batch_walk (const struct wire_batch *b,
+                                      const uint8_t *records, size_t len,
+                                      uint64_t backing_size,
+                                      wire_record_fn fn, void *opaque,
+                                      char *why, size_t whylen);
+
+#endif /* REPLICA_WIRE_H */
