@@ -323,6 +323,14 @@ recover_from_failure (struct journal *j, const struct batch *b)
   }
   pthread_mutex_unlock (&j->log->sb_lock);
 
+  if (!ok && j->fatal)
+    /* The failed batch may still be (partly) on the device and could
+     * be replayed: its submitters must not be told it failed.  The
+     * owner ends the process (a crash, as far as the clients know);
+     * replay then decides.
+     */
+    j->fatal (j->fatal_opaque, "the log device failed and the failed "
+              "batch could not be invalidated");
   pthread_mutex_lock (&j->lock);
   if (ok)
     j->epoch = sb.epoch;
@@ -388,6 +396,11 @@ run_batch (struct journal *j)
       clock_gettime (CLOCK_REALTIME, &ts);
       ts.tv_sec += 1;
       pthread_cond_timedwait (&j->space_cond, &j->lock, &ts);
+      /* journal_abort/journal_stop while waiting: the next round fails
+       * the queued units (they have no seq yet, nothing was written).
+       */
+      if (j->stopping)
+        j->fenced = true;
       return;
     }
   }
@@ -480,12 +493,22 @@ journal_start (struct journal *j, struct rlog *log,
 }
 
 void
+journal_abort (struct journal *j)
+{
+  pthread_mutex_lock (&j->lock);
+  j->fenced = true;
+  pthread_cond_broadcast (&j->space_cond);
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
 journal_stop (struct journal *j)
 {
   if (!j->running)
     return;
   pthread_mutex_lock (&j->lock);
   j->stopping = true;           /* new appends fail with EIO */
+  pthread_cond_broadcast (&j->space_cond);
   while (j->writing || j->qhead)
     pthread_cond_wait (&j->done_cond, &j->lock);
   pthread_mutex_unlock (&j->lock);

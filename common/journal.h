@@ -68,6 +68,7 @@ struct journal_stats {
 };
 
 typedef void (*journal_pressure_fn) (void *opaque);
+typedef void (*journal_fatal_fn) (void *opaque, const char *why);
 
 struct journal {
   struct rlog *log;
@@ -94,6 +95,10 @@ struct journal {
   bool running;
   journal_pressure_fn pressure;
   void *pressure_opaque;
+  journal_fatal_fn fatal;       /* optional: a failed append could not be
+                                 * contained; must not return if set by a
+                                 * server (see recover_from_failure) */
+  void *fatal_opaque;
   struct journal_stats stats;
 };
 
@@ -106,6 +111,10 @@ extern int journal_start (struct journal *j, struct rlog *log,
                           uint64_t head_seq, uint64_t head_lsn,
                           journal_pressure_fn pressure, void *opaque);
 extern void journal_stop (struct journal *j);
+/* Fail every queued and future append with EIO (the volume failed);
+ * wakes a leader waiting for log space.
+ */
+extern void journal_abort (struct journal *j);
 
 /* Append a unit durably; returns 0, or -1 with errno (EIO, ENOSPC, ...)
  * when nothing of the unit may be considered written.  The total ring

@@ -239,6 +239,11 @@ rlog_open (const char *path, int lock, int readonly, char *err)
     errno = EINVAL;
     goto fail1;
   }
+  log->sb_fd = open (path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (log->sb_fd == -1) {
+    snprintf (err, RLOG_ERRLEN, "cannot open %s: %m", path);
+    goto fail1;
+  }
   log->path = strdup (path);
   pthread_mutex_init (&log->sb_lock, NULL);
   free (slots);
@@ -262,6 +267,7 @@ rlog_close (struct rlog *log)
   if (!log)
     return;
   close (log->fd);
+  close (log->sb_fd);
   pthread_mutex_destroy (&log->sb_lock);
   free (log->path);
   free (log);
@@ -281,10 +287,10 @@ rlog_sb_write_locked (struct rlog *log, struct rlog_sb *sb)
 
   sb->generation = log->sb.generation + 1;
   rlog_sb_encode (sb, slot);
-  if (full_pwrite (log->fd, slot, RLOG_SB_SLOT_SIZE,
+  if (full_pwrite (log->sb_fd, slot, RLOG_SB_SLOT_SIZE,
                    (off_t) target * RLOG_SB_SLOT_SIZE) == -1)
     return -1;
-  if (fdatasync (log->fd) == -1)
+  if (fdatasync (log->sb_fd) == -1)
     return -1;
   log->sb = *sb;
   log->sb_slot = target;

@@ -15,7 +15,12 @@
 #include "logfmt.h"
 
 struct rlog {
-  int fd;
+  int fd;                    /* records (the journal's appends) */
+  int sb_fd;                 /* superblock writes: a second open file, so
+                              * that a writeback error is reported to
+                              * both (Linux reports it once per open
+                              * file): one fdatasync cannot swallow the
+                              * error of the other's data */
   char *path;
   pthread_mutex_t sb_lock;   /* guards sb and superblock writes */
   struct rlog_sb sb;         /* what is on disk in the newest slot */

@@ -17,6 +17,7 @@
 #include <nbdkit-filter.h>
 
 #include "replica.h"
+#include "conns.h"
 
 NBDKIT_DLL_PUBLIC int replica_debug_checkpoint = 0; /* -D replica.checkpoint=1 */
 
@@ -33,7 +34,7 @@ checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
    * clean): a retry could "succeed" over lost data.  So the volume
    * fails, and the records stay in the log for replay at restart.
    */
-  if (r->can_flush > 0 && r->ctx->flush (r->ctx, 0, &err) == -1) {
+  if (conns_flush (r->ctx, r->all_conns, &err) == -1) {
     replica_fail (r, err, "flushing the backing for a checkpoint failed: "
                   "%s; the log keeps every record since the last "
                   "checkpoint and replays them at the next start",
@@ -46,9 +47,14 @@ checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
   sb.checkpoint_epoch = epoch;
   sb.checkpoint_lsn = lsn;
   ret = rlog_sb_write_locked (r->log, &sb);
+  err = errno;
   pthread_mutex_unlock (&r->log->sb_lock);
   if (ret == -1) {
-    nbdkit_error ("replica-log: writing the superblock: %m");
+    /* The log device failed (perhaps writing back appended records):
+     * stop trusting it.
+     */
+    replica_fail (r, err, "writing the log superblock for a checkpoint "
+                  "failed: %s", strerror (err));
     return -1;
   }
   journal_set_checkpoint (&r->journal, lsn);

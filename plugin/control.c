@@ -122,7 +122,7 @@ status_json (struct replica *r)
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   pthread_mutex_unlock (&r->log->sb_lock);
-  if (r->journal_up)
+  if (__atomic_load_n (&r->journal_up, __ATOMIC_ACQUIRE))
     journal_get_stats (&r->journal, &st, &head_seq, &used, &log_errno,
                        &fenced);
   else

@@ -25,6 +25,7 @@
 #include <nbdkit-filter.h>
 
 #include "replica.h"
+#include "conns.h"
 
 NBDKIT_DLL_PUBLIC int replica_debug_verbose = 0; /* -D replica.verbose=1 */
 
@@ -160,6 +161,7 @@ open_or_create_log (void)
 static int
 replica_get_ready (int thread_model)
 {
+  conns_init (thread_model);
   pthread_mutex_init (&rep.state_lock, NULL);
   pthread_cond_init (&rep.ckpt_cond, NULL);
   rangelock_init (&rep.ranges);
@@ -184,9 +186,29 @@ replica_fail (struct replica *r, int err, const char *fmt, ...)
     __atomic_store_n (&r->state, VOL_FAILED, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&r->state_lock);
-  if (first)
+  if (first) {
     nbdkit_error ("replica: volume failed, all further I/O returns EIO "
                   "until restart: %s", r->fault);
+    /* Writers queued or waiting for log space fail now (their records
+     * have no seq yet: nothing of them was written).
+     */
+    if (r->journal_up)
+      journal_abort (&r->journal);
+  }
+}
+
+/* The journal could not contain a failed append (journal.c
+ * recover_from_failure): its records may still be replayed, so its
+ * writers must get no reply at all.  Exit as a crash would; the next
+ * start replays whatever the log holds.
+ */
+static void
+replica_fatal (void *opaque, const char *why)
+{
+  nbdkit_error ("replica: %s: exiting without replying to the writes "
+                "concerned (their outcome is decided by replay at the "
+                "next start)", why);
+  _exit (EXIT_FAILURE);
 }
 
 /* Learn the backing's size and capabilities through our own context,
@@ -249,13 +271,14 @@ replica_after_fork (nbdkit_backend *backend)
     nbdkit_error ("replica: starting the log writer: %m");
     return -1;
   }
-  rep.journal_up = true;
+  rep.journal.fatal = replica_fatal;
+  __atomic_store_n (&rep.journal_up, true, __ATOMIC_RELEASE);
   __atomic_store_n (&rep.state, VOL_STANDALONE, __ATOMIC_RELEASE);
-  if (rep.ctx->can_multi_conn (rep.ctx) == 0)
-    nbdkit_debug ("replica: the plugin does not offer multi-conn: a "
-                  "checkpoint's flush through the filter's own connection "
-                  "may not cover writes made through other connections; "
-                  "see nbdkit-replica-filter(1) \"Limitations\"");
+  /* Without multi-conn, a flush through our own context need not
+   * cover writes made through the clients' contexts: checkpoints (and
+   * each connection's close) flush those too.
+   */
+  rep.all_conns = rep.ctx->can_multi_conn (rep.ctx) == 0;
   if (checkpoint_start (&rep) == -1)
     return -1;
   return 0;
@@ -343,7 +366,12 @@ append_and_apply (nbdkit_next *next, struct junit *u, int *err)
     struct jentry *e = &u->entries[i];
     int berr = 0;
 
-    if (apply_entry (next, e, &berr) == -1) {
+    int ar;
+
+    plugin_call_begin ();
+    ar = apply_entry (next, e, &berr);
+    plugin_call_end ();
+    if (ar == -1) {
       pthread_mutex_lock (&rep.state_lock);
       rep.backing_errors++;
       pthread_mutex_unlock (&rep.state_lock);
@@ -473,9 +501,14 @@ static int
 replica_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
                uint64_t offset, uint32_t flags, int *err)
 {
+  int r;
+
   if (volume_failed (err))
     return -1;
-  return next->pread (next, buf, count, offset, flags, err);
+  plugin_call_begin ();
+  r = next->pread (next, buf, count, offset, flags, err);
+  plugin_call_end ();
+  return r;
 }
 
 static int
@@ -483,9 +516,62 @@ replica_extents (nbdkit_next *next, void *handle, uint32_t count,
                  uint64_t offset, uint32_t flags,
                  struct nbdkit_extents *extents, int *err)
 {
+  int r;
+
   if (volume_failed (err))
     return -1;
-  return next->extents (next, count, offset, flags, extents, err);
+  plugin_call_begin ();
+  r = next->extents (next, count, offset, flags, extents, err);
+  plugin_call_end ();
+  return r;
+}
+
+/* Per connection: its plugin context, for checkpoints (conns.c). */
+static void *
+replica_open (nbdkit_next_open *next, nbdkit_context *context,
+              int readonly, const char *exportname, int is_tls)
+{
+  struct conn *c;
+
+  if (next (context, readonly, exportname) == -1)
+    return NULL;
+  c = calloc (1, sizeof *c);
+  if (!c)
+    nbdkit_error ("calloc: %m");
+  return c;
+}
+
+static void
+replica_close (void *handle)
+{
+  free (handle);
+}
+
+static int
+replica_prepare (nbdkit_next *next, void *handle, int readonly)
+{
+  conns_add (handle, next);
+  return 0;
+}
+
+static int
+replica_finalize (nbdkit_next *next, void *handle)
+{
+  int err = 0, r = 0;
+
+  conns_remove (handle);
+  /* Writes applied through this context must be stable before a
+   * checkpoint passes them, and checkpoints will not see it again.
+   */
+  if (rep.all_conns && next->can_flush (next) > 0) {
+    plugin_call_begin ();
+    r = next->flush (next, 0, &err);
+    plugin_call_end ();
+    if (r == -1)
+      replica_fail (&rep, err, "flushing a closing connection's plugin "
+                    "context failed: %s", strerror (err));
+  }
+  return 0;
 }
 
 static int
@@ -519,6 +605,10 @@ static struct nbdkit_filter filter = {
   .get_ready         = replica_get_ready,
   .after_fork        = replica_after_fork,
   .cleanup           = replica_cleanup,
+  .open              = replica_open,
+  .close             = replica_close,
+  .prepare           = replica_prepare,
+  .finalize          = replica_finalize,
   .can_fua           = replica_can_fua,
   .can_flush         = replica_can_flush,
   .can_fast_zero     = replica_can_fast_zero,

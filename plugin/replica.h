@@ -37,6 +37,8 @@ struct replica {
   int can_flush;                /* of the backing */
   int can_zero;
   int can_write;
+  bool all_conns;               /* plugin lacks multi-conn: checkpoints
+                                 * flush every connection (conns.c) */
   struct journal journal;
   bool journal_up;
   struct rangelock ranges;

@@ -1,0 +1,112 @@
+/* nbd-replica: the client connections' plugin contexts, for checkpoints.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ */
+#include <errno.h>
+
+#include "conns.h"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;  /* flushing ended */
+static struct conn *head;
+
+/* Taken only when the plugin's thread model is not parallel. */
+static pthread_rwlock_t call_lock = PTHREAD_RWLOCK_INITIALIZER;
+static bool serialize;
+
+void
+conns_init (int thread_model)
+{
+  serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
+}
+
+void
+plugin_call_begin (void)
+{
+  if (serialize)
+    pthread_rwlock_rdlock (&call_lock);
+}
+
+void
+plugin_call_end (void)
+{
+  if (serialize)
+    pthread_rwlock_unlock (&call_lock);
+}
+
+void
+conns_add (struct conn *c, nbdkit_next *next)
+{
+  pthread_mutex_lock (&lock);
+  c->next = next;
+  c->flushing = false;
+  c->prev = NULL;
+  c->nextc = head;
+  if (head)
+    head->prev = c;
+  head = c;
+  pthread_mutex_unlock (&lock);
+}
+
+/* Called from .finalize: the context must not be used after this. */
+void
+conns_remove (struct conn *c)
+{
+  pthread_mutex_lock (&lock);
+  while (c->flushing)
+    pthread_cond_wait (&cond, &lock);
+  if (c->next) {
+    if (c->prev)
+      c->prev->nextc = c->nextc;
+    else
+      head = c->nextc;
+    if (c->nextc)
+      c->nextc->prev = c->prev;
+    c->next = NULL;
+  }
+  pthread_mutex_unlock (&lock);
+}
+
+/* Flush each registered connection in turn.  A connection is marked
+ * while its flush runs (the list lock is not held during I/O), so that
+ * .finalize waits for it.  Every write applied before the checkpoint's
+ * sample went through a context that is either still registered (and
+ * flushed here) or already finalized (and flushed then: replica.c
+ * replica_finalize).
+ */
+static int
+flush_all_conns (int *err)
+{
+  struct conn *c;
+  int ret = 0;
+
+  pthread_mutex_lock (&lock);
+  for (c = head; c && ret == 0; c = c->nextc) {
+    nbdkit_next *next = c->next;
+    if (!next || next->can_flush (next) <= 0)
+      continue;
+    c->flushing = true;
+    pthread_mutex_unlock (&lock);
+    ret = next->flush (next, 0, err);
+    pthread_mutex_lock (&lock);
+    c->flushing = false;
+    pthread_cond_broadcast (&cond);
+  }
+  pthread_mutex_unlock (&lock);
+  return ret;
+}
+
+int
+conns_flush (nbdkit_next *ctx, bool all_conns, int *err)
+{
+  int ret = 0;
+
+  if (serialize)
+    pthread_rwlock_wrlock (&call_lock);
+  if (ctx->can_flush (ctx) > 0)
+    ret = ctx->flush (ctx, 0, err);
+  if (ret == 0 && all_conns)
+    ret = flush_all_conns (err);
+  if (serialize)
+    pthread_rwlock_unlock (&call_lock);
+  return ret;
+}
