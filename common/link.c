@@ -83,6 +83,19 @@ link_check_peer (const struct link_local *local, const struct link_peer *p)
   return LINK_PEER_OK;
 }
 
+const char *
+link_promote_check (unsigned role, bool outdated, bool force)
+{
+  if (role == RLOG_ROLE_PRIMARY)
+    return "this node is already the primary";
+  if (role != RLOG_ROLE_SECONDARY)
+    return "unknown role";
+  if (outdated && !force)
+    return "this secondary is outdated (it missed writes acknowledged by "
+      "a degraded sync primary): promote --force accepts that loss";
+  return NULL;
+}
+
 bool
 link_may_ack (const struct link *l, uint64_t seq)
 {

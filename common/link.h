@@ -123,6 +123,10 @@ extern unsigned link_step (struct link *l, const struct link_event *ev);
  */
 extern bool link_may_ack (const struct link *l, uint64_t seq);
 
+/* May this node be promoted to primary?  NULL if so, else why not. */
+extern const char *link_promote_check (unsigned role, bool outdated,
+                                       bool force);
+
 extern enum link_verdict link_check_peer (const struct link_local *local,
                                           const struct link_peer *peer);
 extern const char *link_state_name (enum link_state s);

@@ -47,6 +47,11 @@ enum rlog_role {
   RLOG_ROLE_SECONDARY = 2,
 };
 
+/* Superblock flags. */
+#define RLOG_SB_OUTDATED   0x1  /* secondary: missed acknowledged writes
+                                 * (a sync primary degraded); promote
+                                 * needs --force */
+
 enum rlog_op {
   RLOG_OP_WRITE = 1,   /* payload = data */
   RLOG_OP_ZERO  = 2,   /* range reads as zero afterwards */
@@ -64,7 +69,7 @@ struct rlog_sb {
   uint64_t generation;       /* bumped at every write; newer valid slot wins */
   uint8_t  volume_uuid[16];
   uint32_t role;             /* enum rlog_role */
-  uint32_t flags;            /* reserved, 0 */
+  uint32_t flags;            /* RLOG_SB_* below */
   uint64_t backing_size;     /* 0 until the first start learns it */
   uint64_t created_ns;       /* CLOCK_REALTIME at format */
   uint64_t log_size;         /* size of the whole file */

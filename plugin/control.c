@@ -131,6 +131,8 @@ status_json (struct replica *r)
 
   pthread_mutex_lock (&r->state_lock);
   add_str (o, "role", rlog_role_name (sb.role));
+  json_object_object_add (o, "outdated",
+                          json_object_new_boolean (sb.flags & RLOG_SB_OUTDATED));
   add_str (o, "state", volume_state_name (r->state));
   add_str (o, "volume_uuid", uuid);
   add_str (o, "log_path", r->log_path);
@@ -172,6 +174,17 @@ serve_one (struct replica *r, int fd)
     return;
   if (strcmp (cmd, "status") == 0)
     reply = status_json (r);
+  else if (strcmp (cmd, "promote") == 0 || strcmp (cmd, "promote --force") == 0) {
+    json_object *o = json_object_new_object ();
+    const char *why;
+
+    if (replica_promote (r, strcmp (cmd, "promote --force") == 0, &why) == 0)
+      add_str (o, "role", "primary");
+    else
+      add_str (o, "error", why);
+    reply = strdup (json_object_to_json_string (o));
+    json_object_put (o);
+  }
   else {
     json_object *o = json_object_new_object ();
     add_str (o, "error", "unknown command");

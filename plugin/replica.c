@@ -26,6 +26,7 @@
 
 #include "replica.h"
 #include "conns.h"
+#include "link.h"
 
 NBDKIT_DLL_PUBLIC int replica_debug_verbose = 0; /* -D replica.verbose=1 */
 
@@ -71,9 +72,22 @@ replica_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     rep.control_path = strdup (value);
     return rep.control_path ? 0 : -1;
   }
+  if (strcmp (key, "replica-role") == 0) {
+    if (strcmp (value, "primary") == 0)
+      rep.role_key = RLOG_ROLE_PRIMARY;
+    else if (strcmp (value, "secondary") == 0)
+      rep.role_key = RLOG_ROLE_SECONDARY;
+    else {
+      nbdkit_error ("replica-role: unknown role '%s' (use primary or "
+                    "secondary)", value);
+      return -1;
+    }
+    return 0;
+  }
   if (strncmp (key, "replica-", 8) == 0) {
     nbdkit_error ("unknown parameter '%s' (the replica filter takes "
-                  "replica-log, replica-log-size, replica-control)", key);
+                  "replica-log, replica-log-size, replica-control, "
+                  "replica-role)", key);
     return -1;
   }
   return next (nxdata, key, value);
@@ -104,7 +118,9 @@ replica_config_complete (nbdkit_next_config_complete *next,
 #define replica_config_help \
   "replica-log=<FILE>        (required) The replication log.\n" \
   "replica-log-size=<SIZE>   Size when the log is created (default: 1G).\n" \
-  "replica-control=<SOCKET>  Control socket (default: <FILE>.ctl)."
+  "replica-control=<SOCKET>  Control socket (default: <FILE>.ctl).\n" \
+  "replica-role=primary|secondary  Role when the log is created " \
+  "(default: primary)."
 
 /* Create the log if absent, else open it; all before the fork so every
  * error reaches the user's terminal with a non-zero exit.
@@ -139,7 +155,9 @@ open_or_create_log (void)
     if (!ok)
       return -1;
     if (rlog_create (rep.log_path, rep.log_size == -1 ? RLOG_DEFAULT_SIZE
-                     : (uint64_t) rep.log_size, RLOG_ROLE_PRIMARY, err) == -1) {
+                     : (uint64_t) rep.log_size,
+                     rep.role_key ? rep.role_key : RLOG_ROLE_PRIMARY,
+                     err) == -1) {
       nbdkit_error ("replica-log: %s", err);
       return -1;
     }
@@ -150,6 +168,20 @@ open_or_create_log (void)
     nbdkit_error ("replica-log: %s", err);
     return -1;
   }
+  /* The role lives in the log; promote changes it.  A command line
+   * that disagrees is refused, so a promoted node restarted with its
+   * old command line does not silently become a secondary again.
+   */
+  if (rep.role_key && rep.role_key != rep.log->sb.role) {
+    nbdkit_error ("replica-role: %s records role %s, not %s (the role is "
+                  "changed by replicactl promote, not by the command "
+                  "line: drop replica-role=%s)", rep.log_path,
+                  rlog_role_name (rep.log->sb.role),
+                  rlog_role_name (rep.role_key),
+                  rlog_role_name (rep.role_key));
+    return -1;
+  }
+  rep.role = rep.log->sb.role;
   if (rep.log_size != -1 &&
       (uint64_t) rep.log_size / RLOG_BLOCK * RLOG_BLOCK != rep.log->sb.log_size)
     nbdkit_debug ("replica: replica-log-size only applies when the log is "
@@ -387,6 +419,16 @@ append_and_apply (nbdkit_next *next, struct junit *u, int *err)
   return 0;
 }
 
+static bool
+is_secondary (int *err)
+{
+  if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) == RLOG_ROLE_SECONDARY) {
+    *err = EROFS;
+    return true;
+  }
+  return false;
+}
+
 static int
 journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
               uint32_t count, uint64_t offset, uint32_t flags, int *err)
@@ -399,7 +441,7 @@ journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
   size_t i, done = 0;
   int ret = 0;
 
-  if (volume_failed (err))
+  if (volume_failed (err) || is_secondary (err))
     return -1;
   if (count == 0)
     return 0;
@@ -489,6 +531,8 @@ replica_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 
   if (volume_failed (err))
     return -1;
+  if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) == RLOG_ROLE_SECONDARY)
+    return 0;                   /* read-only: nothing to make durable */
   if (journal_append (&rep.journal, &u) == -1) {
     *err = errno;
     return -1;
@@ -574,10 +618,51 @@ replica_finalize (nbdkit_next *next, void *handle)
   return 0;
 }
 
+/* A secondary serves its volume read-only to ordinary clients (nbdkit
+ * then refuses writes with EPERM).  A connection opened after promote
+ * is writable.
+ */
+static int
+replica_can_write (nbdkit_next *next, void *handle)
+{
+  if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) == RLOG_ROLE_SECONDARY)
+    return 0;
+  return next->can_write (next);
+}
+
+/* Promote a secondary (replicactl promote): every journaled record is
+ * already applied (replay at start, and a secondary takes no writes),
+ * so this is the role change in the superblock, durably, then in
+ * memory.
+ */
+int
+replica_promote (struct replica *r, bool force, const char **why)
+{
+  struct rlog_sb sb;
+  int ret = 0;
+
+  pthread_mutex_lock (&r->log->sb_lock);
+  sb = r->log->sb;
+  *why = link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED, force);
+  if (!*why) {
+    sb.role = RLOG_ROLE_PRIMARY;
+    sb.flags &= ~RLOG_SB_OUTDATED;
+    ret = rlog_sb_write_locked (r->log, &sb);
+    if (ret == -1)
+      *why = "writing the superblock failed";
+    else
+      __atomic_store_n (&r->role, RLOG_ROLE_PRIMARY, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock (&r->log->sb_lock);
+  if (!*why)
+    nbdkit_debug ("replica: promoted to primary");
+  return *why ? -1 : 0;
+}
+
 static int
 replica_can_fua (nbdkit_next *next, void *handle)
 {
-  int w = next->can_write (next);
+  int w = replica_can_write (next, handle);
 
   if (w == -1)
     return -1;
@@ -609,6 +694,7 @@ static struct nbdkit_filter filter = {
   .close             = replica_close,
   .prepare           = replica_prepare,
   .finalize          = replica_finalize,
+  .can_write         = replica_can_write,
   .can_fua           = replica_can_fua,
   .can_flush         = replica_can_flush,
   .can_fast_zero     = replica_can_fast_zero,

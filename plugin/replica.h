@@ -27,10 +27,12 @@ struct replica {
   char *log_path;
   int64_t log_size;             /* -1: not given */
   char *control_path;
+  unsigned role_key;            /* replica-role, 0 if not given */
 
   /* Set up before fork. */
   struct rlog *log;
   int control_fd;               /* listening socket */
+  unsigned role;                /* current role (atomic reads): the log's */
 
   /* Set up after fork. */
   nbdkit_next *ctx;             /* our own backend context */
@@ -84,5 +86,6 @@ extern char *status_json (struct replica *r);
 extern void replica_fail (struct replica *r, int err, const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
 extern const char *volume_state_name (enum volume_state s);
+extern int replica_promote (struct replica *r, bool force, const char **why);
 
 #endif /* REPLICA_FILTER_H */

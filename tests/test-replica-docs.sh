@@ -50,7 +50,8 @@ help=$(run_nbdkit --filter="$FILTER" null --help 2>&1) ||
 for k in $keys; do
     grep -qF "$k=" <<<"$synopsis" ||
         missing "$k in the SYNOPSIS of nbdkit-replica-filter.pod"
-    grep -qE "^=item B<$k=>" <<<"$params" ||
+    # B<key=>VALUE, or one item per value of an enum: B<key=value>
+    grep -qE "^=item B<$k=[a-z0-9]*>" <<<"$params" ||
         missing "$k: no '=item B<$k=>' under PARAMETERS"
     grep -qE "^$k=" <<<"$help" ||
         missing "$k in nbdkit --help (the filter's config_help)"

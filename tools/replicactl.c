@@ -2,6 +2,7 @@
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
  *   replicactl --control SOCKET status [--json]
+ *   replicactl --control SOCKET promote [--force]
  *   replicactl log-dump [--all] [--records N] PATH
  *   replicactl log-replay [--all] PATH IMAGE
  */
@@ -31,6 +32,7 @@ usage (FILE *fp, int status)
 {
   fprintf (fp,
            "usage: replicactl --control SOCKET status [--json]\n"
+           "       replicactl --control SOCKET promote [--force]\n"
            "       replicactl log-dump [--all] [--records N] LOGFILE\n"
            "       replicactl log-replay [--all] LOGFILE IMAGE\n"
            "See replicactl(8).\n");
@@ -106,6 +108,43 @@ cmd_status (int argc, char **argv)
   }
   json_object_put (o);
   return 0;
+}
+
+/* Secondary -> primary.  Exit 0 once the log records the new role. */
+static int
+cmd_promote (int argc, char **argv)
+{
+  bool force = false;
+  json_object *o, *v;
+  char *reply;
+  int ret = 1;
+
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp (argv[i], "--force") == 0)
+      force = true;
+    else
+      usage (stderr, 2);
+  }
+  if (!control_path) {
+    fprintf (stderr, "replicactl: promote needs --control SOCKET\n");
+    return 2;
+  }
+  reply = ctl_request (force ? "promote --force" : "promote");
+  if (!reply)
+    return 1;
+  o = json_tokener_parse (reply);
+  free (reply);
+  if (!o || !json_object_is_type (o, json_type_object))
+    fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
+  else if (json_object_object_get_ex (o, "error", &v))
+    fprintf (stderr, "replicactl: promote refused: %s\n",
+             json_object_get_string (v));
+  else {
+    printf ("promoted: this node is now the primary\n");
+    ret = 0;
+  }
+  json_object_put (o);
+  return ret;
 }
 
 static void
@@ -353,6 +392,8 @@ main (int argc, char **argv)
   argv += optind;
   if (strcmp (argv[0], "status") == 0)
     return cmd_status (argc, argv);
+  if (strcmp (argv[0], "promote") == 0)
+    return cmd_promote (argc, argv);
   if (strcmp (argv[0], "log-dump") == 0)
     return cmd_log_dump (argc, argv);
   if (strcmp (argv[0], "log-replay") == 0)

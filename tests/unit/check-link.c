@@ -271,6 +271,21 @@ START_TEST (test_set_mode)
 }
 END_TEST
 
+START_TEST (test_promote_check)
+{
+  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, false, false));
+  ck_assert_ptr_nonnull (link_promote_check (RLOG_ROLE_PRIMARY, false,
+                                             false));
+  ck_assert_ptr_nonnull (link_promote_check (RLOG_ROLE_PRIMARY, false,
+                                             true));
+  /* Outdated: only with --force. */
+  ck_assert_ptr_nonnull (strstr (link_promote_check (RLOG_ROLE_SECONDARY,
+                                                     true, false),
+                                 "--force"));
+  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, true, true));
+}
+END_TEST
+
 static Suite *
 link_suite (void)
 {
@@ -286,6 +301,7 @@ link_suite (void)
   tcase_add_test (tc, test_sync_degrades_after_timeout);
   tcase_add_test (tc, test_sync_wait_policy_never_degrades);
   tcase_add_test (tc, test_set_mode);
+  tcase_add_test (tc, test_promote_check);
   suite_add_tcase (s, tc);
   return s;
 }
