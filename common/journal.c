@@ -375,7 +375,7 @@ run_batch (struct journal *j)
   int err = 0;
 
   memset (&b, 0, sizeof b);
-  if (j->fenced) {
+  if (j->fenced || j->aborted) {
     err = EIO;
     b.units = j->qhead;
     j->qhead = j->qtail = NULL;
@@ -400,7 +400,7 @@ run_batch (struct journal *j)
        * the queued units (they have no seq yet, nothing was written).
        */
       if (j->stopping)
-        j->fenced = true;
+        j->aborted = true;
       return;
     }
   }
@@ -496,7 +496,7 @@ void
 journal_abort (struct journal *j)
 {
   pthread_mutex_lock (&j->lock);
-  j->fenced = true;
+  j->aborted = true;
   pthread_cond_broadcast (&j->space_cond);
   pthread_mutex_unlock (&j->lock);
 }
@@ -562,7 +562,7 @@ journal_append (struct journal *j, struct junit *u)
   u->next = NULL;
 
   pthread_mutex_lock (&j->lock);
-  if (j->fenced || j->stopping) {
+  if (j->fenced || j->aborted || j->stopping) {
     pthread_mutex_unlock (&j->lock);
     errno = EIO;
     return -1;

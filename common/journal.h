@@ -91,6 +91,8 @@ struct journal {
   uint64_t ring_size;
   int fault_errno;              /* last append failure, 0 if none */
   bool fenced;                  /* log unusable: appends fail at once */
+  bool aborted;                 /* journal_abort: likewise (the volume
+                                 * failed; the log itself may be fine) */
   bool stopping;
   bool running;
   journal_pressure_fn pressure;

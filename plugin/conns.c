@@ -10,12 +10,22 @@ static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;  /* flushing ended */
 static struct conn *head;
 
 /* Taken only when the plugin's thread model is not parallel. */
-static pthread_rwlock_t call_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_rwlock_t call_lock;
 static bool serialize;
 
 void
 conns_init (int thread_model)
 {
+  pthread_rwlockattr_t a;
+
+  /* Writer-preferring: a stream of reads must not starve checkpoints
+   * (shared holders never take it recursively).
+   */
+  pthread_rwlockattr_init (&a);
+  pthread_rwlockattr_setkind_np (&a,
+                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&call_lock, &a);
+  pthread_rwlockattr_destroy (&a);
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
 }
 
@@ -82,7 +92,11 @@ flush_all_conns (int *err)
   pthread_mutex_lock (&lock);
   for (c = head; c && ret == 0; c = c->nextc) {
     nbdkit_next *next = c->next;
-    if (!next || next->can_flush (next) <= 0)
+    /* Only contexts that applied writes: a connection still
+     * negotiating must not see calls from this thread.
+     */
+    if (!next || !__atomic_load_n (&c->wrote, __ATOMIC_ACQUIRE) ||
+        next->can_flush (next) <= 0)
       continue;
     c->flushing = true;
     pthread_mutex_unlock (&lock);

@@ -20,6 +20,7 @@
 struct conn {
   nbdkit_next *next;            /* set in .prepare, cleared in .finalize */
   bool flushing;                /* the checkpoint is flushing it */
+  bool wrote;                   /* applied a write (set atomically) */
   struct conn *prev, *nextc;
 };
 

@@ -430,7 +430,7 @@ is_secondary (int *err)
 }
 
 static int
-journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
+journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
               uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   uint32_t chunk = op == RLOG_OP_WRITE ? RLOG_MAX_PAYLOAD : count;
@@ -463,6 +463,8 @@ journaled_op (nbdkit_next *next, uint8_t op, const void *buf,
     }
   }
 
+  /* Before the first apply: checkpoints now flush this context too. */
+  __atomic_store_n (&c->wrote, true, __ATOMIC_RELEASE);
   rangelock_acquire (&rep.ranges, &range, offset, count);
   /* Units of at most a quarter of the ring, so a request larger than
    * the log still makes progress (each unit is applied, hence freeable,
@@ -506,21 +508,24 @@ replica_pwrite (nbdkit_next *next, void *handle, const void *buf,
 {
   if (replica_debug_verbose)
     nbdkit_debug ("pwrite: offset %" PRIu64 " count %" PRIu32, offset, count);
-  return journaled_op (next, RLOG_OP_WRITE, buf, count, offset, flags, err);
+  return journaled_op (next, handle, RLOG_OP_WRITE, buf, count, offset,
+                       flags, err);
 }
 
 static int
 replica_zero (nbdkit_next *next, void *handle, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
-  return journaled_op (next, RLOG_OP_ZERO, NULL, count, offset, flags, err);
+  return journaled_op (next, handle, RLOG_OP_ZERO, NULL, count, offset,
+                       flags, err);
 }
 
 static int
 replica_trim (nbdkit_next *next, void *handle, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
-  return journaled_op (next, RLOG_OP_TRIM, NULL, count, offset, flags, err);
+  return journaled_op (next, handle, RLOG_OP_TRIM, NULL, count, offset,
+                       flags, err);
 }
 
 static int
@@ -585,9 +590,13 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
   return c;
 }
 
+/* nbdkit skips .finalize when a handshake fails after .prepare: make
+ * sure the connection is off the list before it is freed.
+ */
 static void
 replica_close (void *handle)
 {
+  conns_remove (handle);
   free (handle);
 }
 
@@ -601,13 +610,16 @@ replica_prepare (nbdkit_next *next, void *handle, int readonly)
 static int
 replica_finalize (nbdkit_next *next, void *handle)
 {
+  struct conn *c = handle;
   int err = 0, r = 0;
 
-  conns_remove (handle);
   /* Writes applied through this context must be stable before a
-   * checkpoint passes them, and checkpoints will not see it again.
+   * checkpoint passes them: flush while the connection is still on the
+   * list (a checkpoint running meanwhile flushes it too), and only
+   * then leave it.
    */
-  if (rep.all_conns && next->can_flush (next) > 0) {
+  if (rep.all_conns && __atomic_load_n (&c->wrote, __ATOMIC_ACQUIRE) &&
+      next->can_flush (next) > 0) {
     plugin_call_begin ();
     r = next->flush (next, 0, &err);
     plugin_call_end ();
@@ -615,6 +627,7 @@ replica_finalize (nbdkit_next *next, void *handle)
       replica_fail (&rep, err, "flushing a closing connection's plugin "
                     "context failed: %s", strerror (err));
   }
+  conns_remove (c);
   return 0;
 }
 
@@ -657,6 +670,20 @@ replica_promote (struct replica *r, bool force, const char **why)
   if (!*why)
     nbdkit_debug ("replica: promoted to primary");
   return *why ? -1 : 0;
+}
+
+static int
+replica_cache (nbdkit_next *next, void *handle, uint32_t count,
+               uint64_t offset, uint32_t flags, int *err)
+{
+  int r;
+
+  if (volume_failed (err))
+    return -1;
+  plugin_call_begin ();
+  r = next->cache (next, count, offset, flags, err);
+  plugin_call_end ();
+  return r;
 }
 
 static int
@@ -704,6 +731,7 @@ static struct nbdkit_filter filter = {
   .trim              = replica_trim,
   .flush             = replica_flush,
   .extents           = replica_extents,
+  .cache             = replica_cache,
 };
 
 NBDKIT_REGISTER_FILTER (filter)
