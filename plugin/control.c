@@ -152,6 +152,7 @@ status_json (struct replica *r)
   json_object_object_add (o, "log_fenced", json_object_new_boolean (fenced));
   add_u64 (o, "checkpoints", r->checkpoints);
   add_u64 (o, "replayed_records", r->replayed_records);
+  add_str (o, "replay_end", r->replay_stop);
   add_u64 (o, "backing_errors", r->backing_errors);
   add_u64 (o, "range_lock_waits", r->ranges.waits);
   add_str (o, "fault", r->state == VOL_FAILED ? r->fault : NULL);

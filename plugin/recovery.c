@@ -23,31 +23,15 @@ static int
 apply_record (struct replica *r, const struct rlog_rec *rec,
               const uint8_t *payload)
 {
-  nbdkit_next *next = r->ctx;
-  int err = 0, ret = 0;
+  int err = 0, ret;
 
   if (rec->offset + rec->length > r->log->sb.backing_size) {
     nbdkit_error ("replica-log: record seq %" PRIu64 " lies beyond the end "
                   "of the backing", rec->seq);
     return -1;
   }
-  switch (rec->op) {
-  case RLOG_OP_WRITE:
-    ret = next->pwrite (next, payload, rec->length, rec->offset, 0, &err);
-    break;
-  case RLOG_OP_ZERO:
-  case RLOG_OP_TRIM:
-    if (r->can_zero > NBDKIT_ZERO_NONE)
-      ret = next->zero (next, rec->length, rec->offset,
-                        (rec->flags & RLOG_FLAG_MAY_TRIM) ||
-                        rec->op == RLOG_OP_TRIM ? NBDKIT_FLAG_MAY_TRIM : 0,
-                        &err);
-    else
-      ret = next->trim (next, rec->length, rec->offset, 0, &err);
-    break;
-  default:                      /* FLUSH: nothing to apply */
-    break;
-  }
+  ret = replica_apply (r->ctx, rec->op, rec->flags, payload, rec->length,
+                       rec->offset, &err);
   if (ret == -1) {
     errno = err;
     nbdkit_error ("replica-log: replaying seq %" PRIu64 " (%s) onto the "
@@ -93,7 +77,6 @@ replica_recover (struct replica *r)
     goto fail;
   }
   r->replayed_records = scan.records;
-  r->replay_stop_lsn = scan.lsn;
   snprintf (r->replay_stop, sizeof r->replay_stop, "%s", scan.why);
   if (scan.records > 0)
     nbdkit_debug ("replica: replayed %" PRIu64 " records after checkpoint "

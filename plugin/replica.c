@@ -214,7 +214,6 @@ replica_fail (struct replica *r, int err, const char *fmt, ...)
     va_start (ap, fmt);
     vsnprintf (r->fault, sizeof r->fault, fmt, ap);
     va_end (ap);
-    r->fault_errno = err;
     __atomic_store_n (&r->state, VOL_FAILED, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&r->state_lock);
@@ -355,29 +354,6 @@ volume_failed (int *err)
   return false;
 }
 
-/* Apply one durable entry to the backing through the client's context. */
-static int
-apply_entry (nbdkit_next *next, const struct jentry *e, int *err)
-{
-  switch (e->op) {
-  case RLOG_OP_WRITE:
-    return next->pwrite (next, e->payload, e->length, e->offset, 0, err);
-  case RLOG_OP_ZERO:
-  case RLOG_OP_TRIM:
-    /* Trim is applied as a zero that may deallocate, so the range reads
-     * as zeroes on every copy that replays the log.
-     */
-    if (rep.can_zero > NBDKIT_ZERO_NONE)
-      return next->zero (next, e->length, e->offset,
-                         e->op == RLOG_OP_TRIM ||
-                         (e->flags & RLOG_FLAG_MAY_TRIM)
-                         ? NBDKIT_FLAG_MAY_TRIM : 0, err);
-    return next->trim (next, e->length, e->offset, 0, err);
-  default:
-    return 0;
-  }
-}
-
 /* Append a unit durably, apply it, release its records.  If the backing
  * fails after the records are durable, the write is NOT reported as
  * failed (replay will apply it): the volume is failed instead, and the
@@ -401,7 +377,8 @@ append_and_apply (nbdkit_next *next, struct junit *u, int *err)
     int ar;
 
     plugin_call_begin ();
-    ar = apply_entry (next, e, &berr);
+    ar = replica_apply (next, e->op, e->flags, e->payload, e->length,
+                        e->offset, &berr);
     plugin_call_end ();
     if (ar == -1) {
       pthread_mutex_lock (&rep.state_lock);

@@ -48,12 +48,10 @@ struct replica {
   pthread_mutex_t state_lock;   /* guards state, fault, counters below */
   enum volume_state state;
   char fault[256];              /* why FAILED, for status */
-  int fault_errno;
   uint64_t replayed_records;
   uint64_t checkpoints;
   uint64_t backing_errors;
-  uint64_t replay_stop_lsn;
-  char replay_stop[RLOG_ERRLEN];
+  char replay_stop[RLOG_ERRLEN]; /* why the log ended at the last replay */
 
   pthread_t ckpt_thread;
   pthread_cond_t ckpt_cond;
@@ -65,6 +63,11 @@ struct replica {
 };
 
 extern struct replica rep;
+
+/* apply.c */
+extern int replica_apply (nbdkit_next *next, uint8_t op, uint32_t flags,
+                          const void *payload, uint32_t length,
+                          uint64_t offset, int *err);
 
 /* recovery.c */
 extern int replica_recover (struct replica *r);

@@ -130,6 +130,10 @@ cp "$TMPD/start.img" "$TMPD/disk.img"
 start
 replayed=$(status_field "$ctl" replayed_records)
 [ "$replayed" = 2 ] || fail "replayed $replayed records, expected 2"
+case "$(status_field "$ctl" replay_end)" in
+    *"checksum mismatch"*) ;;
+    *) fail "status replay_end does not report the cut: $(status_field "$ctl" replay_end)" ;;
+esac
 join () { local IFS=,; echo "$*"; }
 /usr/bin/python3 "$TMPD/check.py" "$uri" $seed "$TMPD/start.img" \
     "$(join "${offsets[@]:0:2}")" "$(join "${offsets[@]:2}")" ||
