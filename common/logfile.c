@@ -27,8 +27,8 @@ rlog_now_ns (void)
   return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int
-full_pwrite (int fd, const void *buf, size_t n, off_t off)
+int
+rlog_full_pwrite (int fd, const void *buf, size_t n, off_t off)
 {
   const char *p = buf;
 
@@ -121,7 +121,7 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
   }
   for (off = 0; off < size; off += sizeof zeroes) {
     size_t n = size - off < sizeof zeroes ? size - off : sizeof zeroes;
-    if (full_pwrite (fd, zeroes, n, off) == -1) {
+    if (rlog_full_pwrite (fd, zeroes, n, off) == -1) {
       snprintf (err, RLOG_ERRLEN, "cannot format %s: %m", path);
       goto fail;
     }
@@ -152,7 +152,7 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
   for (int i = 0; i < 2; ++i) {
     sb.generation = i + 1;
     rlog_sb_encode (&sb, slot);
-    if (full_pwrite (fd, slot, RLOG_SB_SLOT_SIZE,
+    if (rlog_full_pwrite (fd, slot, RLOG_SB_SLOT_SIZE,
                      (off_t) i * RLOG_SB_SLOT_SIZE) == -1) {
       snprintf (err, RLOG_ERRLEN, "cannot write superblock of %s: %m", path);
       goto fail;
@@ -287,7 +287,7 @@ rlog_sb_write_locked (struct rlog *log, struct rlog_sb *sb)
 
   sb->generation = log->sb.generation + 1;
   rlog_sb_encode (sb, slot);
-  if (full_pwrite (log->sb_fd, slot, RLOG_SB_SLOT_SIZE,
+  if (rlog_full_pwrite (log->sb_fd, slot, RLOG_SB_SLOT_SIZE,
                    (off_t) target * RLOG_SB_SLOT_SIZE) == -1)
     return -1;
   if (fdatasync (log->sb_fd) == -1)

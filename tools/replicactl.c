@@ -164,13 +164,7 @@ replay_one (int fd, const struct rlog_rec *rec, const uint8_t *payload)
 {
   switch (rec->op) {
   case RLOG_OP_WRITE:
-    for (uint32_t n = 0; n < rec->length; ) {
-      ssize_t r = pwrite (fd, payload + n, rec->length - n, rec->offset + n);
-      if (r == -1)
-        return -1;
-      n += r;
-    }
-    return 0;
+    return rlog_full_pwrite (fd, payload, rec->length, rec->offset);
   case RLOG_OP_ZERO:
   case RLOG_OP_TRIM:
     /* Both read as zeroes afterwards (docs/design.md). */
@@ -180,13 +174,11 @@ replay_one (int fd, const struct rlog_rec *rec, const uint8_t *payload)
       return -1;
     {
       static const char zero[65536];
-      for (uint32_t n = 0; n < rec->length; ) {
+      for (uint32_t n = 0; n < rec->length; n += sizeof zero) {
         uint32_t k = rec->length - n < sizeof zero ? rec->length - n
           : sizeof zero;
-        ssize_t r = pwrite (fd, zero, k, rec->offset + n);
-        if (r == -1)
+        if (rlog_full_pwrite (fd, zero, k, rec->offset + n) == -1)
           return -1;
-        n += r;
       }
     }
     return 0;
