@@ -209,7 +209,8 @@ assign_batch (struct journal *j, struct batch *b)
 
       if (lsn == b->wrap_lsn) {
         struct rlog_rec w = {
-          .op = RLOG_OP_WRAP, .seq = j->head_seq, .epoch = j->epoch,
+          .op = RLOG_OP_WRAP, .seq = j->head_seq,
+          .epoch = j->follow ? j->head_epoch : j->epoch,
           .rec_size = b->wrap_size, .timestamp_ns = now,
         };
         rlog_rec_seal (&w, b->wrap_hdr, 0);
@@ -222,8 +223,14 @@ assign_batch (struct journal *j, struct batch *b)
       e->rec.length = e->length;
       e->rec.offset = e->offset;
       e->rec.rec_size = rlog_rec_size (plen);
-      e->rec.seq = ++j->head_seq;
-      e->rec.epoch = j->epoch;
+      if (j->follow) {
+        e->rec.seq = j->head_seq = e->seq;
+        e->rec.epoch = j->head_epoch = e->epoch;
+      }
+      else {
+        e->rec.seq = ++j->head_seq;
+        e->rec.epoch = j->epoch;
+      }
       e->rec.timestamp_ns = now;
       e->lsn = lsn;
       lsn += e->rec.rec_size;
@@ -233,7 +240,8 @@ assign_batch (struct journal *j, struct batch *b)
   }
   /* The last record absorbs the padding to the block boundary. */
   last->rec.rec_size += b->end_lsn - lsn;
-  j->head_epoch = j->epoch;
+  if (!j->follow)
+    j->head_epoch = j->epoch;
   j->head_lsn = b->end_lsn;
 }
 
@@ -340,28 +348,62 @@ recover_from_failure (struct journal *j, const struct batch *b)
 }
 
 /* Persist a larger seq reservation before handing out seqs above the
- * current one, so no seq is ever reused after a crash.
+ * current one, so no seq is ever reused after a crash.  A follower also
+ * raises the superblock's epoch to the primary's (the scanner refuses
+ * records of an epoch above the superblock's).
  */
 static int
-reserve_seqs (struct journal *j, uint64_t upto)
+reserve_seqs (struct journal *j, uint64_t upto, uint64_t epoch)
 {
   struct rlog_sb sb;
   int r = 0;
 
   pthread_mutex_lock (&j->log->sb_lock);
-  if (j->log->sb.seq_reserved < upto) {
+  if (j->log->sb.seq_reserved < upto || j->log->sb.epoch < epoch) {
     sb = j->log->sb;
-    sb.seq_reserved = upto + j->seq_reserve_step;
+    if (sb.seq_reserved < upto)
+      sb.seq_reserved = upto + j->seq_reserve_step;
+    if (sb.epoch < epoch)
+      sb.epoch = epoch;
     r = rlog_sb_write_locked (j->log, &sb);
   }
   upto = j->log->sb.seq_reserved;
+  epoch = j->log->sb.epoch;
   pthread_mutex_unlock (&j->log->sb_lock);
   if (r == 0) {
     pthread_mutex_lock (&j->lock);
     j->seq_reserved = upto;
+    if (j->follow)
+      j->epoch = epoch;
     pthread_mutex_unlock (&j->lock);
   }
   return r;
+}
+
+/* The highest seq and epoch a batch needs covered by the superblock. */
+static void
+batch_needs (const struct journal *j, const struct batch *b,
+             uint64_t *seq, uint64_t *epoch)
+{
+  const struct junit *u = b->units;
+
+  if (!j->follow) {
+    *seq = j->head_seq + b->nrecs;
+    *epoch = 0;
+    return;
+  }
+  while (u->next)
+    u = u->next;
+  *seq = u->entries[u->n - 1].seq;
+  *epoch = u->entries[u->n - 1].epoch;
+}
+
+static void
+notify (struct journal *j, enum journal_event ev, uint64_t seq,
+        uint64_t epoch, uint64_t lsn, size_t nrecs)
+{
+  if (j->notify)
+    j->notify (j->notify_opaque, ev, seq, epoch, lsn, nrecs);
 }
 
 /* Write one batch: everything queued that fits.  Called with j->lock
@@ -372,6 +414,7 @@ static void
 run_batch (struct journal *j)
 {
   struct batch b;
+  uint64_t need_seq, need_epoch, prev_seq, prev_epoch, last_seq, last_epoch;
   int err = 0;
 
   memset (&b, 0, sizeof b);
@@ -404,10 +447,10 @@ run_batch (struct journal *j)
       return;
     }
   }
-  if (j->head_seq + b.nrecs > j->seq_reserved) {
-    uint64_t upto = j->head_seq + b.nrecs;
+  batch_needs (j, &b, &need_seq, &need_epoch);
+  if (need_seq > j->seq_reserved || need_epoch > j->epoch) {
     pthread_mutex_unlock (&j->lock);
-    if (reserve_seqs (j, upto) == -1) {
+    if (reserve_seqs (j, need_seq, need_epoch) == -1) {
       err = errno ? errno : EIO;
       pthread_mutex_lock (&j->lock);
       j->fenced = true;
@@ -415,11 +458,27 @@ run_batch (struct journal *j)
     }
     pthread_mutex_lock (&j->lock);
   }
+  prev_seq = j->head_seq;
+  prev_epoch = j->head_epoch;
   assign_batch (j, &b);
+  last_seq = j->head_seq;
+  last_epoch = j->head_epoch;
   pthread_mutex_unlock (&j->lock);
 
-  if (write_batch (j, &b) == -1 || j->io->fdatasync (j->log->fd) == -1)
+  /* The replicator may ship a batch as soon as it is written: in sync
+   * mode the peer's round trip overlaps our fdatasync.
+   */
+  if (write_batch (j, &b) == -1)
     err = errno ? errno : EIO;
+  else {
+    notify (j, JOURNAL_WRITTEN, last_seq, last_epoch, b.end_lsn, b.nrecs);
+    if (j->io->fdatasync (j->log->fd) == -1)
+      err = errno ? errno : EIO;
+  }
+  if (err)
+    notify (j, JOURNAL_FAILED, prev_seq, prev_epoch, b.start_lsn, b.nrecs);
+  else
+    notify (j, JOURNAL_DURABLE, last_seq, last_epoch, b.end_lsn, b.nrecs);
   if (err) {
     /* Forget the batch atomically with respect to checkpoints: its
      * records leave the in-flight list and the head goes back to where
@@ -493,6 +552,52 @@ journal_start (struct journal *j, struct rlog *log,
 }
 
 void
+journal_keep_tail (struct journal *j, uint64_t ckpt_lsn)
+{
+  pthread_mutex_lock (&j->lock);
+  j->ckpt_lsn = ckpt_lsn;
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
+journal_follow (struct journal *j, uint64_t head_epoch)
+{
+  pthread_mutex_lock (&j->lock);
+  j->follow = true;
+  j->head_epoch = head_epoch;
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
+journal_rebase (struct journal *j, uint64_t seq, uint64_t epoch)
+{
+  pthread_mutex_lock (&j->lock);
+  j->head_seq = j->durable_seq = seq;
+  j->head_epoch = epoch;
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
+journal_lead (struct journal *j, uint64_t epoch)
+{
+  pthread_mutex_lock (&j->lock);
+  j->follow = false;
+  j->epoch = epoch;
+  if (j->head_seq < j->seq_reserved)
+    j->head_seq = j->seq_reserved;
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
+journal_head (struct journal *j, uint64_t *seq, uint64_t *epoch)
+{
+  pthread_mutex_lock (&j->lock);
+  *seq = j->head_seq;
+  *epoch = j->head_epoch;
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
 journal_abort (struct journal *j)
 {
   pthread_mutex_lock (&j->lock);
@@ -542,7 +647,7 @@ entry_valid (const struct jentry *e)
 }
 
 int
-journal_append (struct journal *j, struct junit *u)
+journal_enqueue (struct journal *j, struct junit *u)
 {
   uint64_t bytes = unit_bytes (u);
 
@@ -560,10 +665,12 @@ journal_append (struct journal *j, struct junit *u)
   u->err = 0;
   u->done = false;
   u->next = NULL;
+  pthread_cond_init (&u->cond, NULL);
 
   pthread_mutex_lock (&j->lock);
   if (j->fenced || j->aborted || j->stopping) {
     pthread_mutex_unlock (&j->lock);
+    pthread_cond_destroy (&u->cond);
     errno = EIO;
     return -1;
   }
@@ -572,6 +679,14 @@ journal_append (struct journal *j, struct junit *u)
   else
     j->qhead = u;
   j->qtail = u;
+  pthread_mutex_unlock (&j->lock);
+  return 0;
+}
+
+int
+journal_wait (struct journal *j, struct junit *u)
+{
+  pthread_mutex_lock (&j->lock);
   /* Leader/follower group commit: if nobody is writing, this thread
    * writes everything queued (its own unit included) itself, with no
    * hand-off to another thread; otherwise it sleeps on its own unit's
@@ -580,7 +695,6 @@ journal_append (struct journal *j, struct junit *u)
    * batch with every unit that queued up meanwhile.  (One condition per
    * unit: a shared one would wake all waiters at every batch.)
    */
-  pthread_cond_init (&u->cond, NULL);
   while (!u->done) {
     if (!j->writing) {
       j->writing = true;
@@ -601,6 +715,14 @@ journal_append (struct journal *j, struct junit *u)
     return -1;
   }
   return 0;
+}
+
+int
+journal_append (struct journal *j, struct junit *u)
+{
+  if (journal_enqueue (j, u) == -1)
+    return -1;
+  return journal_wait (j, u);
 }
 
 void

@@ -40,6 +40,7 @@ struct jentry {
   uint32_t length;
   const void *payload;          /* WRITE only; length bytes */
   uint32_t payload_crc;         /* rlog_payload_crc (payload, length) */
+  uint64_t seq, epoch;          /* follower mode only: the primary's */
   /* Filled by the leader: */
   struct rlog_rec rec;
   uint64_t lsn;
@@ -68,6 +69,19 @@ struct journal_stats {
 };
 
 typedef void (*journal_pressure_fn) (void *opaque);
+
+/* Progress of the log, for the replicator (called by the leader, in
+ * batch order, without j->lock):
+ *  WRITTEN: the batch's records up to seq (epoch) are in the file (not
+ *           yet durable) and may be read below lsn;
+ *  DURABLE: ... and now durable;
+ *  FAILED:  the batch starting at lsn, after seq (epoch), failed: its
+ *           records are burned; anything read from it is void.
+ */
+enum journal_event { JOURNAL_WRITTEN, JOURNAL_DURABLE, JOURNAL_FAILED };
+typedef void (*journal_notify_fn) (void *opaque, enum journal_event ev,
+                                   uint64_t seq, uint64_t epoch,
+                                   uint64_t lsn, size_t nrecs);
 typedef void (*journal_fatal_fn) (void *opaque, const char *why);
 
 struct journal {
@@ -101,6 +115,9 @@ struct journal {
                                  * contained; must not return if set by a
                                  * server (see recover_from_failure) */
   void *fatal_opaque;
+  journal_notify_fn notify;     /* optional, see journal_notify_fn */
+  void *notify_opaque;
+  bool follow;                  /* follower: records carry given seqs */
   struct journal_stats stats;
 };
 
@@ -113,6 +130,26 @@ extern int journal_start (struct journal *j, struct rlog *log,
                           uint64_t head_seq, uint64_t head_lsn,
                           journal_pressure_fn pressure, void *opaque);
 extern void journal_stop (struct journal *j);
+/* Right after journal_start: the log's records before head_lsn are not
+ * all checkpointed yet; space is free only before ckpt_lsn.
+ */
+extern void journal_keep_tail (struct journal *j, uint64_t ckpt_lsn);
+/* Right after journal_start: follower mode (a secondary).  Entries carry
+ * the primary's seq and epoch (jentry.seq, .epoch), which must continue
+ * from the head (head_seq as given to journal_start, head_epoch here)
+ * by the log's continuity rule; the caller enqueues them in seq order.
+ * The superblock's epoch and seq reservation are raised to cover them
+ * before they are written.
+ */
+extern void journal_follow (struct journal *j, uint64_t head_epoch);
+/* Follower, nothing queued: the next record follows (seq, epoch), e.g.
+ * after an unpaired secondary adopted a primary's volume.
+ */
+extern void journal_rebase (struct journal *j, uint64_t seq, uint64_t epoch);
+/* Promote a follower: new records get our own seqs, after the
+ * reservation, in a new epoch (already in the superblock).
+ */
+extern void journal_lead (struct journal *j, uint64_t epoch);
 /* Fail every queued and future append with EIO (the volume failed);
  * wakes a leader waiting for log space.
  */
@@ -123,6 +160,12 @@ extern void journal_abort (struct journal *j);
  * size of a unit must not exceed journal_max_unit_bytes.
  */
 extern int journal_append (struct journal *j, struct junit *u);
+/* journal_append in two steps: queue the unit (returns at once; -1 with
+ * errno if refused), then wait until it is durable or failed.  Units are
+ * written in the order they were queued.
+ */
+extern int journal_enqueue (struct journal *j, struct junit *u);
+extern int journal_wait (struct journal *j, struct junit *u);
 extern uint64_t journal_max_unit_bytes (const struct journal *j);
 
 /* The submitter has applied (or has no use for) this entry. */
@@ -135,6 +178,8 @@ extern void journal_checkpoint_point (struct journal *j, uint64_t *seq,
 extern void journal_set_checkpoint (struct journal *j, uint64_t lsn);
 
 extern uint64_t journal_used_bytes (struct journal *j);
+/* The last seq handed out and its epoch (follower: the last queued). */
+extern void journal_head (struct journal *j, uint64_t *seq, uint64_t *epoch);
 extern bool journal_fenced (struct journal *j);
 extern void journal_get_stats (struct journal *j, struct journal_stats *st,
                                uint64_t *head_seq, uint64_t *used,

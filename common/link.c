@@ -9,8 +9,9 @@
  *   CONNECTING --HANDSHAKE refused--> REFUSED --TICK after 30 s-->
  *       CONNECTING (an admin may have fixed the peer)
  *
- * Sync mode: a write replies once the peer acknowledged its seq.  If a
- * write waited longer than sync_timeout (policy DEGRADE, the default),
+ * Sync mode: a write replies once the peer acknowledged its seq.  If
+ * writes waited longer than sync_timeout without any acknowledgement
+ * from the peer (policy DEGRADE, the default),
  * the link degrades: writes reply after the local log, and the peer is
  * marked outdated (told as soon as it can be).  The link leaves the
  * degraded state when the peer has acknowledged everything up to our
@@ -47,6 +48,8 @@ link_verdict_str (enum link_verdict v)
   case LINK_PEER_SPLIT_BRAIN: return "peer is a primary too (split brain)";
   case LINK_PEER_DIVERGED: return "peer holds records this primary does "
       "not have (diverged)";
+  case LINK_PEER_BEHIND: return "peer lost records it had acknowledged "
+      "(its log was replaced?): it needs a resync";
   }
   return "unknown";
 }
@@ -78,6 +81,8 @@ link_check_peer (const struct link_local *local, const struct link_peer *p)
     return LINK_PEER_SPLIT_BRAIN;
   if (!p->paired)
     return LINK_PEER_ADOPT;
+  if (p->behind)
+    return LINK_PEER_BEHIND;
   if (p->durable_seq > local->head_seq || !p->seq_known)
     return LINK_PEER_DIVERGED;
   return LINK_PEER_OK;
@@ -127,12 +132,14 @@ on_handshake (struct link *l, const struct link_event *ev)
               link_verdict_str (l->verdict));
     return LINK_ACT_DISCONNECT | LINK_ACT_LOG;
   }
-  /* An unpaired secondary starts from our head: the admin started the
-   * pair from identical (or blank) images (docs/design.md "Pairing").
+  /* An unpaired secondary starts from the point the log still holds
+   * everything after (the primary's disk as it was when it started with
+   * a peer): the admin started the pair from identical images
+   * (docs/design.md "Pairing").
    */
   if (l->verdict == LINK_PEER_ADOPT) {
     act |= LINK_ACT_ADOPT;
-    l->acked_seq = ev->local.head_seq;
+    l->acked_seq = ev->local.acked_seq;
   }
   else
     l->acked_seq = ev->peer.durable_seq;
@@ -140,24 +147,36 @@ on_handshake (struct link *l, const struct link_event *ev)
   l->backoff_ms = LINK_BACKOFF_MIN_MS;
   l->reason[0] = '\0';
   act |= LINK_ACT_SHIP;
+  /* What the peer was to be told and has not confirmed yet. */
   if (l->tell_outdated)
     act |= LINK_ACT_TELL_OUTDATED;
+  else if (l->tell_uptodate)
+    act |= LINK_ACT_TELL_UPTODATE;
   return act;
 }
 
+/* The sync timeout measures how long waiting writes see no progress:
+ * each acknowledgement that moves acked_seq restarts the clock if
+ * writes still wait (a peer that keeps up under a steady stream of
+ * writes is never declared dead just because some write always waits).
+ */
 static unsigned
 on_ack (struct link *l, const struct link_event *ev)
 {
   unsigned act = 0;
+  bool progress = ev->seq > l->acked_seq;
 
-  if (ev->seq > l->acked_seq)
+  if (progress)
     l->acked_seq = ev->seq;
   if (l->waiting_since_ms && l->acked_seq >= l->waiting_seq) {
     l->waiting_since_ms = 0;
     act |= LINK_ACT_RELEASE_WRITES;
   }
-  else if (l->waiting_since_ms)
+  else if (l->waiting_since_ms) {
+    if (progress)
+      l->waiting_since_ms = ev->now_ms ? ev->now_ms : 1;
     act |= LINK_ACT_RELEASE_WRITES;     /* some of them */
+  }
   if ((l->degraded || l->peer_outdated) &&
       l->acked_seq >= ev->local.head_seq) {
     l->degraded = false;

@@ -41,6 +41,8 @@ struct link_peer {
   uint64_t durable_seq;  /* its last durable record */
   bool seq_known;        /* durable_seq is a seq of our own log history
                           * (checked by the caller, who has the log) */
+  bool behind;           /* durable_seq is before the point the peer
+                          * acknowledged: it lost acknowledged records */
 };
 
 /* Our side, as the caller knows it at handshake. */
@@ -48,6 +50,8 @@ struct link_local {
   uint8_t volume_uuid[16];
   uint64_t backing_size;
   uint64_t head_seq;     /* our last durable record */
+  uint64_t acked_seq;    /* the peer holds everything up to here (an
+                          * unpaired peer adopts the volume as of it) */
 };
 
 enum link_verdict {
@@ -57,6 +61,7 @@ enum link_verdict {
   LINK_PEER_WRONG_SIZE,
   LINK_PEER_SPLIT_BRAIN, /* the peer is a primary too */
   LINK_PEER_DIVERGED,    /* the peer holds records we do not */
+  LINK_PEER_BEHIND,      /* the peer lost records it acknowledged */
 };
 
 enum link_event_type {

@@ -134,6 +134,14 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
   }
   sb.volume_uuid[6] = (sb.volume_uuid[6] & 0x0f) | 0x40; /* RFC 4122 v4 */
   sb.volume_uuid[8] = (sb.volume_uuid[8] & 0x3f) | 0x80;
+  /* A primary's pair secret is born with its volume; a secondary has
+   * none until it adopts one (RLOG_SB_PAIRED).
+   */
+  if (role == RLOG_ROLE_PRIMARY &&
+      getrandom (sb.pair_secret, RLOG_SECRET_SIZE, 0) != RLOG_SECRET_SIZE) {
+    snprintf (err, RLOG_ERRLEN, "getrandom: %m");
+    goto fail;
+  }
   sb.role = role;
   sb.created_ns = rlog_now_ns ();
   sb.log_size = size;
@@ -259,6 +267,36 @@ rlog_open (const char *path, int lock, int readonly, char *err)
   free (slots);
   free (log);
   return NULL;
+}
+
+int
+rlog_sb_reload (struct rlog *log, char *err)
+{
+  uint8_t *slots = malloc (2 * RLOG_SB_SLOT_SIZE);
+  struct rlog_sb sb;
+  enum rlog_err e0, e1;
+  int slot, ret = -1;
+
+  if (!slots) {
+    snprintf (err, RLOG_ERRLEN, "malloc: %m");
+    return -1;
+  }
+  if (full_pread (log->sb_fd, slots, 2 * RLOG_SB_SLOT_SIZE, 0) == -1)
+    snprintf (err, RLOG_ERRLEN, "cannot read %s: %m", log->path);
+  else if ((slot = rlog_sb_choose (slots, slots + RLOG_SB_SLOT_SIZE, &sb,
+                                   &e0, &e1)) == -1)
+    snprintf (err, RLOG_ERRLEN, "%s: no valid superblock (slot 0: %s, "
+              "slot 1: %s)", log->path, rlog_strerror (e0),
+              rlog_strerror (e1));
+  else {
+    pthread_mutex_lock (&log->sb_lock);
+    log->sb = sb;
+    log->sb_slot = slot;
+    pthread_mutex_unlock (&log->sb_lock);
+    ret = 0;
+  }
+  free (slots);
+  return ret;
 }
 
 void

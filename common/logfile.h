@@ -45,6 +45,10 @@ extern int rlog_create (const char *path, uint64_t size, unsigned role,
 extern struct rlog *rlog_open (const char *path, int lock, int readonly,
                                char *err);
 extern void rlog_close (struct rlog *log);
+/* Re-read the superblock (a reader in another process than the writer,
+ * e.g. nbd-replicator, whose copy goes stale as seqs are reserved).
+ */
+extern int rlog_sb_reload (struct rlog *log, char *err);
 
 /* Write *sb as the next generation into the slot not holding the
  * current superblock, and fdatasync.

@@ -75,7 +75,7 @@ enum {
   SB_CREATED = 56, SB_LOGSIZE = 64, SB_RINGOFF = 72, SB_RINGSIZE = 80,
   SB_BMOFF = 88, SB_BMSIZE = 96, SB_MAXPAYLOAD = 104,
   SB_CKPT_SEQ = 112, SB_CKPT_EPOCH = 120, SB_CKPT_LSN = 128,
-  SB_EPOCH = 136, SB_SEQRES = 144,
+  SB_EPOCH = 136, SB_SEQRES = 144, SB_SECRET = 152,
   SB_CRC = RLOG_SB_ENCODED_SIZE - 4,
 };
 
@@ -105,6 +105,7 @@ rlog_sb_encode (const struct rlog_sb *sb, void *slot)
   put_le64 (p + SB_CKPT_LSN, sb->checkpoint_lsn);
   put_le64 (p + SB_EPOCH, sb->epoch);
   put_le64 (p + SB_SEQRES, sb->seq_reserved);
+  memcpy (p + SB_SECRET, sb->pair_secret, RLOG_SECRET_SIZE);
   put_le32 (p + SB_CRC, rlog_crc32c (0, p, SB_CRC));
 }
 
@@ -161,6 +162,7 @@ rlog_sb_decode (const void *slot, size_t len, struct rlog_sb *sb)
   sb->checkpoint_lsn = get_le64 (p + SB_CKPT_LSN);
   sb->epoch = get_le64 (p + SB_EPOCH);
   sb->seq_reserved = get_le64 (p + SB_SEQRES);
+  memcpy (sb->pair_secret, p + SB_SECRET, RLOG_SECRET_SIZE);
   if (!rlog_sb_geometry_ok (sb))
     return RLOG_EINVAL;
   return RLOG_OK;

@@ -51,6 +51,9 @@ enum rlog_role {
 #define RLOG_SB_OUTDATED   0x1  /* secondary: missed acknowledged writes
                                  * (a sync primary degraded); promote
                                  * needs --force */
+#define RLOG_SB_PAIRED     0x2  /* secondary: volume_uuid and pair_secret
+                                 * were adopted from a primary */
+#define RLOG_SECRET_SIZE   32
 
 enum rlog_op {
   RLOG_OP_WRITE = 1,   /* payload = data */
@@ -83,6 +86,10 @@ struct rlog_sb {
   uint64_t checkpoint_lsn;   /* log position of the first record after it */
   uint64_t epoch;            /* bumped at each open, before any append */
   uint64_t seq_reserved;     /* no seq above this was ever handed out */
+  uint8_t  pair_secret[RLOG_SECRET_SIZE]; /* authenticates the primary's
+                              * replicator to its secondary (random at
+                              * a primary's format; adopted by a
+                              * secondary) */
 };
 
 struct rlog_rec {

@@ -6,10 +6,15 @@
 #include <inttypes.h>
 #include <stdbool.h>
 
+#include <stdlib.h>
+#include <lz4.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/crypto.h>
+
 #include "le.h"
 #include "wire.h"
 
-#define MSG_ENC_SIZE 128       /* bytes of HELLO/CONTROL under the CRC */
+#define MSG_ENC_SIZE 256       /* bytes of HELLO/CONTROL under the CRC */
 #define HELLO_MAGIC "NBDRHELO"
 #define CTRL_MAGIC  "NBDRCTRL"
 #define BATCH_MAGIC 0x54414252u /* "RBAT" as LE bytes */
@@ -72,6 +77,7 @@ wire_hello_encode (const struct wire_hello *h, uint8_t out[WIRE_MSG_SIZE])
   put_le64 (out + 48, h->durable_seq);
   put_le64 (out + 56, h->applied_seq);
   memcpy (out + 64, h->nonce, 16);
+  put_le64 (out + 80, h->durable_epoch);
   msg_seal (out, HELLO_MAGIC);
 }
 
@@ -90,9 +96,10 @@ wire_hello_decode (const void *buf, size_t len, struct wire_hello *h)
   h->durable_seq = get_le64 (p + 48);
   h->applied_seq = get_le64 (p + 56);
   memcpy (h->nonce, p + 64, 16);
+  h->durable_epoch = get_le64 (p + 80);
   if ((h->role != RLOG_ROLE_PRIMARY && h->role != RLOG_ROLE_SECONDARY) ||
       (h->flags & ~(WIRE_HELLO_PAIRED | WIRE_HELLO_OUTDATED)) ||
-      h->applied_seq > h->durable_seq || !reserved_zero (p, 80))
+      h->applied_seq > h->durable_seq || !reserved_zero (p, 88))
     return WIRE_EINVAL;
   return WIRE_OK;
 }
@@ -106,6 +113,8 @@ wire_control_encode (const struct wire_control *c, uint8_t out[WIRE_MSG_SIZE])
   put_le64 (out + 40, c->backing_size);
   put_le64 (out + 48, c->seq);
   memcpy (out + 56, c->mac, 32);
+  put_le64 (out + 88, c->epoch);
+  memcpy (out + 96, c->secret, WIRE_SECRET_SIZE);
   msg_seal (out, CTRL_MAGIC);
 }
 
@@ -122,10 +131,41 @@ wire_control_decode (const void *buf, size_t len, struct wire_control *c)
   c->backing_size = get_le64 (p + 40);
   c->seq = get_le64 (p + 48);
   memcpy (c->mac, p + 56, 32);
-  if (c->type < WIRE_CTL_ADOPT || c->type > WIRE_CTL_UPTODATE ||
-      get_le32 (p + 20) != 0 || !reserved_zero (p, 88))
+  c->epoch = get_le64 (p + 88);
+  memcpy (c->secret, p + 96, WIRE_SECRET_SIZE);
+  if (c->type < WIRE_CTL_ADOPT || c->type > WIRE_CTL_AUTH ||
+      get_le32 (p + 20) != 0 || !reserved_zero (p, 128))
     return WIRE_EINVAL;
   return WIRE_OK;
+}
+
+int
+wire_control_mac (const struct wire_control *c, const uint8_t nonce[16],
+                  const uint8_t secret[WIRE_SECRET_SIZE],
+                  uint8_t mac[WIRE_MAC_SIZE])
+{
+  struct wire_control copy = *c;
+  uint8_t msg[16 + WIRE_MSG_SIZE];
+
+  memset (copy.mac, 0, sizeof copy.mac);
+  memcpy (msg, nonce, 16);
+  wire_control_encode (&copy, msg + 16);
+  return gnutls_hmac_fast (GNUTLS_MAC_SHA256, secret, WIRE_SECRET_SIZE,
+                           msg, 16 + MSG_ENC_SIZE, mac) == 0 ? 0 : -1;
+}
+
+bool
+wire_control_mac_ok (const struct wire_control *c, const uint8_t nonce[16],
+                     const uint8_t secret[WIRE_SECRET_SIZE])
+{
+  uint8_t want[WIRE_MAC_SIZE];
+  uint8_t diff = 0;
+
+  if (wire_control_mac (c, nonce, secret, want) == -1)
+    return false;
+  for (size_t i = 0; i < WIRE_MAC_SIZE; ++i)
+    diff |= want[i] ^ c->mac[i];
+  return diff == 0;
 }
 
 /* Batch header layout. */
@@ -260,4 +300,50 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
     return WIRE_EINVAL;
   }
   return WIRE_OK;
+}
+
+enum wire_err
+wire_batch_unpack (const uint8_t *buf, size_t len, uint64_t backing_size,
+                   struct wire_batch *b, const uint8_t **records,
+                   uint8_t **owned, char *why, size_t whylen)
+{
+  enum wire_err e = wire_batch_decode_hdr (buf, len, b);
+  const uint8_t *data = buf + WIRE_BATCH_HDR_SIZE;
+
+  *owned = NULL;
+  *records = NULL;
+  if (e != WIRE_OK) {
+    snprintf (why, whylen, "bad batch header: %s", wire_strerror (e));
+    return e;
+  }
+  if ((uint64_t) len != WIRE_BATCH_HDR_SIZE + (uint64_t) b->wire_len ||
+      rlog_crc32c (0, data, b->wire_len) != b->data_crc) {
+    snprintf (why, whylen, "batch after seq %" PRIu64 ": length or "
+              "checksum mismatch", b->prev_seq);
+    return WIRE_ECRC;
+  }
+  *records = data;
+  if (b->flags & WIRE_BATCH_LZ4) {
+    *owned = malloc (b->raw_len ? b->raw_len : 1);
+    if (!*owned) {
+      snprintf (why, whylen, "malloc: out of memory");
+      return WIRE_EINVAL;
+    }
+    if (LZ4_decompress_safe ((const char *) data, (char *) *owned,
+                             b->wire_len, b->raw_len) != (int) b->raw_len) {
+      free (*owned);
+      *owned = NULL;
+      snprintf (why, whylen, "batch after seq %" PRIu64 ": bad LZ4 data",
+                b->prev_seq);
+      return WIRE_EINVAL;
+    }
+    *records = *owned;
+  }
+  e = wire_batch_walk (b, *records, b->raw_len, backing_size, NULL, NULL,
+                       why, whylen);
+  if (e != WIRE_OK) {
+    free (*owned);
+    *owned = NULL;
+  }
+  return e;
 }

@@ -45,6 +45,7 @@ struct wire_hello {
   uint32_t flags;              /* WIRE_HELLO_* */
   uint64_t backing_size;
   uint64_t durable_seq;        /* last record durable in its log */
+  uint64_t durable_epoch;      /* and its epoch */
   uint64_t applied_seq;        /* last record applied to its disk */
   uint8_t nonce[16];           /* fresh per connection (authentication) */
 };
@@ -53,14 +54,26 @@ enum wire_control_type {
   WIRE_CTL_ADOPT = 1,          /* take volume_uuid: pair with us */
   WIRE_CTL_OUTDATED = 2,       /* you missed writes acknowledged here */
   WIRE_CTL_UPTODATE = 3,       /* you have everything up to seq */
+  WIRE_CTL_AUTH = 4,           /* prove the pair secret (mac) */
 };
 
+#define WIRE_SECRET_SIZE     32
+#define WIRE_MAC_SIZE        32
+
+/* Every CONTROL is authenticated: mac = HMAC-SHA256 (pair secret,
+ * hello nonce || encoded message with mac zeroed), except ADOPT to an
+ * unpaired secondary, which carries the secret itself (trust on first
+ * use; docs/design.md "Pairing and authentication").
+ */
 struct wire_control {
   uint32_t type;               /* enum wire_control_type */
   uint8_t volume_uuid[16];     /* the primary's */
   uint64_t backing_size;
-  uint64_t seq;                /* primary's head when sent */
-  uint8_t mac[32];             /* pair-secret MAC over nonce + fields */
+  uint64_t seq;                /* ADOPT: base seq (the primary's head);
+                                * UPTODATE: acknowledged through seq */
+  uint64_t epoch;              /* ADOPT: epoch of the base seq */
+  uint8_t mac[WIRE_MAC_SIZE];
+  uint8_t secret[WIRE_SECRET_SIZE]; /* ADOPT only, else zero */
 };
 
 /* Batch flags */
@@ -95,6 +108,18 @@ extern void wire_control_encode (const struct wire_control *c,
 extern enum wire_err wire_control_decode (const void *buf, size_t len,
                                           struct wire_control *c);
 
+/* The MAC of a control message for a connection's nonce (c->mac is
+ * ignored).  Returns 0, or -1 if the crypto library failed.
+ */
+extern int wire_control_mac (const struct wire_control *c,
+                             const uint8_t nonce[16],
+                             const uint8_t secret[WIRE_SECRET_SIZE],
+                             uint8_t mac[WIRE_MAC_SIZE]);
+/* Constant-time check of c->mac. */
+extern bool wire_control_mac_ok (const struct wire_control *c,
+                                 const uint8_t nonce[16],
+                                 const uint8_t secret[WIRE_SECRET_SIZE]);
+
 extern void wire_batch_encode_hdr (const struct wire_batch *b,
                                    uint8_t out[WIRE_BATCH_HDR_SIZE]);
 extern enum wire_err wire_batch_decode_hdr (const void *buf, size_t len,
@@ -116,5 +141,18 @@ extern enum wire_err wire_batch_walk (const struct wire_batch *b,
                                       uint64_t backing_size,
                                       wire_record_fn fn, void *opaque,
                                       char *why, size_t whylen);
+
+/* Everything the secondary does with a BATCH write before using it:
+ * decode the header, check the length and the data CRC, uncompress
+ * (LZ4), and walk the records (wire_batch_walk, fn NULL).  On success
+ * *records points at raw_len bytes of records: into buf, or into a
+ * buffer returned in *owned (free it).  On error *why says what.
+ */
+extern enum wire_err wire_batch_unpack (const uint8_t *buf, size_t len,
+                                        uint64_t backing_size,
+                                        struct wire_batch *b,
+                                        const uint8_t **records,
+                                        uint8_t **owned,
+                                        char *why, size_t whylen);
 
 #endif /* REPLICA_WIRE_H */

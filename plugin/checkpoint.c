@@ -2,7 +2,8 @@
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
  * The checkpoint may only move past records that are applied to the
- * backing AND flushed there: we sample the oldest record still in
+ * backing AND flushed there (AND, on a primary with a peer,
+ * acknowledged by the peer: repl_clamp_checkpoint): we sample the oldest record still in
  * flight, flush the backing (covering every write that completed before
  * the flush was issued), and only then write the superblock.  A crash at
  * any point leaves the old checkpoint, and replay redoes at most the
@@ -18,6 +19,7 @@
 
 #include "replica.h"
 #include "conns.h"
+#include "repl.h"
 
 NBDKIT_DLL_PUBLIC int replica_debug_checkpoint = 0; /* -D replica.checkpoint=1 */
 
@@ -112,6 +114,8 @@ checkpoint_thread (void *arg)
       break;
 
     journal_checkpoint_point (&r->journal, &seq, &epoch, &lsn);
+    /* With a peer: never past what it acknowledged (repl.c). */
+    repl_clamp_checkpoint (&seq, &epoch, &lsn);
     pthread_mutex_lock (&r->log->sb_lock);
     stop = lsn == r->log->sb.checkpoint_lsn;   /* nothing new */
     pthread_mutex_unlock (&r->log->sb_lock);

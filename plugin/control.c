@@ -21,6 +21,8 @@
 #include <nbdkit-filter.h>
 
 #include "replica.h"
+#include "repl.h"
+#include "chan.h"
 #include "ctlproto.h"
 
 int
@@ -133,7 +135,8 @@ status_json (struct replica *r)
   add_str (o, "role", rlog_role_name (sb.role));
   json_object_object_add (o, "outdated",
                           json_object_new_boolean (sb.flags & RLOG_SB_OUTDATED));
-  add_str (o, "state", volume_state_name (r->state));
+  add_str (o, "state", r->state != VOL_STANDALONE
+           ? volume_state_name (r->state) : NULL);
   add_str (o, "volume_uuid", uuid);
   add_str (o, "log_path", r->log_path);
   add_u64 (o, "log_size", sb.log_size);
@@ -157,27 +160,57 @@ status_json (struct replica *r)
   add_u64 (o, "range_lock_waits", r->ranges.waits);
   add_str (o, "fault", r->state == VOL_FAILED ? r->fault : NULL);
   pthread_mutex_unlock (&r->state_lock);
+  /* Replication: "link" says what the link does; "state" is the
+   * volume's unless it serves normally, then the link's.
+   */
+  if (sb.role == RLOG_ROLE_SECONDARY)
+    secondary_status (o);
+  else
+    repl_status (o, head_seq);
+  if (!json_object_get_string (json_object_object_get (o, "state")))
+    json_object_object_add (o, "state", json_object_get
+                            (json_object_object_get (o, "link")));
 
   ret = strdup (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
   json_object_put (o);
   return ret;
 }
 
-static void
+static char *
+reply_error (const char *why)
+{
+  json_object *o = json_object_new_object ();
+  char *reply;
+
+  add_str (o, "error", why);
+  reply = strdup (json_object_to_json_string (o));
+  json_object_put (o);
+  return reply;
+}
+
+/* Returns true if fd was handed over (the replicator's channel). */
+static bool
 serve_one (struct replica *r, int fd)
 {
   char cmd[CTL_MAX_LINE];
   char *reply = NULL;
+  const char *why;
   int n;
 
   n = ctl_read_line (fd, cmd, sizeof cmd, 5000);
   if (n <= 0)
-    return;
-  if (strcmp (cmd, "status") == 0)
+    return false;
+  if (strcmp (cmd, CHAN_ATTACH_CMD) == 0) {
+    repl_attach (fd);
+    return true;
+  }
+  if (strncmp (cmd, "set-mode ", 9) == 0)
+    reply = repl_set_mode (cmd + 9, &why) == 0 ? status_json (r)
+      : reply_error (why);
+  else if (strcmp (cmd, "status") == 0)
     reply = status_json (r);
   else if (strcmp (cmd, "promote") == 0 || strcmp (cmd, "promote --force") == 0) {
     json_object *o = json_object_new_object ();
-    const char *why;
 
     if (replica_promote (r, strcmp (cmd, "promote --force") == 0, &why) == 0)
       add_str (o, "role", "primary");
@@ -198,6 +231,7 @@ serve_one (struct replica *r, int fd)
     ctl_write_all (fd, "\n", 1);
   }
   free (reply);
+  return false;
 }
 
 static void *
@@ -221,8 +255,8 @@ control_thread (void *arg)
     fd = accept4 (r->control_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd == -1)
       continue;
-    serve_one (r, fd);
-    close (fd);
+    if (!serve_one (r, fd))
+      close (fd);
   }
   return NULL;
 }

@@ -16,6 +16,7 @@
 #include <nbdkit-filter.h>
 
 #include "replica.h"
+#include "repl.h"
 
 NBDKIT_DLL_PUBLIC int replica_debug_replay = 0;  /* -D replica.replay=1 */
 
@@ -71,6 +72,8 @@ replica_recover (struct replica *r)
       goto fail;
     last_seq = rec.seq;
     last_epoch = rec.epoch;
+    if (r->role == RLOG_ROLE_PRIMARY && repl_active ())
+      repl_recovered (rec.seq, rec.epoch, scan.lsn);
   }
   if (scan.stop == RLOG_STOP_IOERR) {
     nbdkit_error ("replica-log: reading %s: %s", r->log_path, scan.why);
@@ -103,13 +106,20 @@ replica_recover (struct replica *r)
 
   /* New checkpoint = end of the replayed log (the log is now empty);
    * new epoch; seqs continue after the old reservation.  The first new
-   * record starts on a fresh block after everything scanned.
+   * record starts on a fresh block after everything scanned.  A primary
+   * with a peer keeps its checkpoint: the peer may still need those
+   * records (the checkpoint follows its acknowledgements).
    */
+  r->recovered_seq = last_seq;
+  r->recovered_epoch = last_epoch;
+  r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
-  sb.checkpoint_seq = last_seq;
-  sb.checkpoint_epoch = last_epoch;
-  sb.checkpoint_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
+  if (!(r->role == RLOG_ROLE_PRIMARY && repl_active ())) {
+    sb.checkpoint_seq = last_seq;
+    sb.checkpoint_epoch = last_epoch;
+    sb.checkpoint_lsn = r->recovered_lsn;
+  }
   sb.epoch++;
   if (sb.seq_reserved < last_seq)
     sb.seq_reserved = last_seq;

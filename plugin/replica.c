@@ -21,12 +21,15 @@
 #include <libgen.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 
 #include <nbdkit-filter.h>
 
 #include "replica.h"
 #include "conns.h"
 #include "link.h"
+#include "repl.h"
+#include "wire.h"
 
 NBDKIT_DLL_PUBLIC int replica_debug_verbose = 0; /* -D replica.verbose=1 */
 
@@ -85,9 +88,11 @@ replica_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return 0;
   }
   if (strncmp (key, "replica-", 8) == 0) {
-    nbdkit_error ("unknown parameter '%s' (the replica filter takes "
-                  "replica-log, replica-log-size, replica-control, "
-                  "replica-role)", key);
+    int r = repl_config_key (key, value);
+    if (r != 1)
+      return r;
+    nbdkit_error ("unknown parameter '%s' (see nbdkit --filter=replica "
+                  "PLUGIN --help for the replica-* keys)", key);
     return -1;
   }
   return next (nxdata, key, value);
@@ -107,6 +112,8 @@ replica_config_complete (nbdkit_next_config_complete *next,
                   "minimum log size of 8M", rep.log_size);
     return -1;
   }
+  if (repl_config_complete (rep.role_key) == -1)
+    return -1;
   if (!rep.control_path &&
       asprintf (&rep.control_path, "%s.ctl", rep.log_path) == -1) {
     nbdkit_error ("asprintf: %m");
@@ -120,7 +127,34 @@ replica_config_complete (nbdkit_next_config_complete *next,
   "replica-log-size=<SIZE>   Size when the log is created (default: 1G).\n" \
   "replica-control=<SOCKET>  Control socket (default: <FILE>.ctl).\n" \
   "replica-role=primary|secondary  Role when the log is created " \
-  "(default: primary)."
+  "(default: primary).\n" \
+  repl_config_help
+
+/* A primary's log made before the pair secret existed has none: make
+ * one (a secondary gets its own from the primary when it pairs).
+ */
+static int
+ensure_pair_secret (void)
+{
+  static const uint8_t zero[RLOG_SECRET_SIZE];
+  struct rlog_sb sb;
+  int r = 0;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  if (sb.role == RLOG_ROLE_PRIMARY &&
+      memcmp (sb.pair_secret, zero, RLOG_SECRET_SIZE) == 0) {
+    if (getrandom (sb.pair_secret, RLOG_SECRET_SIZE, 0) != RLOG_SECRET_SIZE)
+      r = -1;
+    else
+      r = rlog_sb_write_locked (rep.log, &sb);
+  }
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (r == -1)
+    nbdkit_error ("replica-log: %s: creating the pair secret: %m",
+                  rep.log_path);
+  return r;
+}
 
 /* Create the log if absent, else open it; all before the fork so every
  * error reaches the user's terminal with a non-zero exit.
@@ -182,6 +216,8 @@ open_or_create_log (void)
     return -1;
   }
   rep.role = rep.log->sb.role;
+  if (ensure_pair_secret () == -1)
+    return -1;
   if (rep.log_size != -1 &&
       (uint64_t) rep.log_size / RLOG_BLOCK * RLOG_BLOCK != rep.log->sb.log_size)
     nbdkit_debug ("replica: replica-log-size only applies when the log is "
@@ -242,6 +278,34 @@ replica_fatal (void *opaque, const char *why)
   _exit (EXIT_FAILURE);
 }
 
+/* After recovery.  A primary continues with its own seqs after the
+ * reservation; with a peer it keeps the unacknowledged tail and reports
+ * written batches to the replicator.  A secondary follows the seqs of
+ * the records it receives, from the last one it holds.
+ */
+static int
+start_journal (void)
+{
+  bool secondary = rep.role == RLOG_ROLE_SECONDARY;
+
+  if (journal_start (&rep.journal, rep.log, NULL,
+                     secondary ? rep.recovered_seq : rep.log->sb.seq_reserved,
+                     rep.recovered_lsn, checkpoint_kick, &rep) == -1) {
+    nbdkit_error ("replica: starting the log writer: %m");
+    return -1;
+  }
+  rep.journal.fatal = replica_fatal;
+  if (secondary) {
+    journal_follow (&rep.journal, rep.recovered_epoch);
+    secondary_init (rep.recovered_seq, rep.recovered_epoch);
+  }
+  else if (repl_active ()) {
+    journal_keep_tail (&rep.journal, rep.log->sb.checkpoint_lsn);
+    rep.journal.notify = repl_journal_notify;
+  }
+  return 0;
+}
+
 /* Learn the backing's size and capabilities through our own context,
  * check it against the log, replay, then start the threads.
  */
@@ -294,15 +358,14 @@ replica_after_fork (nbdkit_backend *backend)
     return -1;
   }
 
+  /* The peer holds at least what was checkpointed. */
+  repl_init (rep.log->sb.checkpoint_seq, rep.log->sb.checkpoint_epoch,
+             rep.log->sb.checkpoint_lsn);
   /* Status is served during a long replay already (state recovering). */
   if (control_start (&rep) == -1 || replica_recover (&rep) == -1)
     return -1;
-  if (journal_start (&rep.journal, rep.log, NULL, rep.log->sb.seq_reserved,
-                     rep.log->sb.checkpoint_lsn, checkpoint_kick, &rep) == -1) {
-    nbdkit_error ("replica: starting the log writer: %m");
+  if (start_journal () == -1)
     return -1;
-  }
-  rep.journal.fatal = replica_fatal;
   __atomic_store_n (&rep.journal_up, true, __ATOMIC_RELEASE);
   __atomic_store_n (&rep.state, VOL_STANDALONE, __ATOMIC_RELEASE);
   /* Without multi-conn, a flush through our own context need not
@@ -312,12 +375,15 @@ replica_after_fork (nbdkit_backend *backend)
   rep.all_conns = rep.ctx->can_multi_conn (rep.ctx) == 0;
   if (checkpoint_start (&rep) == -1)
     return -1;
+  if (repl_active () && repl_start (&rep) == -1)
+    return -1;
   return 0;
 }
 
 static void
 replica_cleanup (nbdkit_backend *backend)
 {
+  repl_stop ();
   control_stop (&rep);
   checkpoint_stop (&rep);
   if (rep.journal_up) {
@@ -329,6 +395,7 @@ replica_cleanup (nbdkit_backend *backend)
      * skips this and replay covers it.)
      */
     journal_checkpoint_point (&rep.journal, &seq, &epoch, &lsn);
+    repl_clamp_checkpoint (&seq, &epoch, &lsn);
     if (rep.state != VOL_FAILED && lsn != rep.log->sb.checkpoint_lsn)
       checkpoint_now (&rep, seq, epoch, lsn);
   }
@@ -416,6 +483,7 @@ journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
   struct jentry *ents;
   struct range range;
   size_t i, done = 0;
+  uint64_t last_seq = 0;
   int ret = 0;
 
   if (volume_failed (err) || is_secondary (err))
@@ -466,23 +534,50 @@ journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
     }
     ret = append_and_apply (next, &u, err);
     done += u.n;
+    if (ret >= 0)               /* the unit's records are durable */
+      last_seq = ents[done - 1].rec.seq;
   }
   rangelock_release (&rep.ranges, &range);
-  if (ret == 1) {               /* durable, backing failed: see above */
-    if (done < n) {
-      *err = EIO;
-      return -1;
-    }
-    return 0;
+  /* Sync mode: the reply waits for the peer's log too (its round trip
+   * started before our own log sync: repl_journal_notify); so does the
+   * success reported for a write whose backing failed after its
+   * records were durable.
+   */
+  if (ret == 1 && done < n) {   /* durable, backing failed: see above */
+    *err = EIO;
+    return -1;                  /* (ents stay pinned in flight) */
   }
+  if (ret >= 0 && repl_wait_acked (last_seq, err) == -1) {
+    if (ret == 1)
+      return -1;
+    ret = -1;
+  }
+  if (ret == 1)                 /* acknowledged: replay applies it */
+    return 0;
   free (ents);
   return ret;
+}
+
+/* The replication export (secondary.c) answers only the requests of
+ * its protocol.
+ */
+static bool
+is_repl (void *handle, int *err)
+{
+  if (((struct conn *) handle)->repl) {
+    *err = EINVAL;
+    return true;
+  }
+  return false;
 }
 
 static int
 replica_pwrite (nbdkit_next *next, void *handle, const void *buf,
                 uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  if (((struct conn *) handle)->repl)
+    return volume_failed (err) ? -1
+      : secondary_pwrite (next, handle, buf, count, offset, err);
   if (replica_debug_verbose)
     nbdkit_debug ("pwrite: offset %" PRIu64 " count %" PRIu32, offset, count);
   return journaled_op (next, handle, RLOG_OP_WRITE, buf, count, offset,
@@ -493,6 +588,8 @@ static int
 replica_zero (nbdkit_next *next, void *handle, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
+  if (is_repl (handle, err))
+    return -1;
   return journaled_op (next, handle, RLOG_OP_ZERO, NULL, count, offset,
                        flags, err);
 }
@@ -501,6 +598,8 @@ static int
 replica_trim (nbdkit_next *next, void *handle, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
+  if (is_repl (handle, err))
+    return -1;
   return journaled_op (next, handle, RLOG_OP_TRIM, NULL, count, offset,
                        flags, err);
 }
@@ -531,6 +630,8 @@ replica_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
 
   if (volume_failed (err))
     return -1;
+  if (((struct conn *) handle)->repl)
+    return secondary_pread (handle, buf, count, offset, err);
   plugin_call_begin ();
   r = next->pread (next, buf, count, offset, flags, err);
   plugin_call_end ();
@@ -544,7 +645,7 @@ replica_extents (nbdkit_next *next, void *handle, uint32_t count,
 {
   int r;
 
-  if (volume_failed (err))
+  if (volume_failed (err) || is_repl (handle, err))
     return -1;
   plugin_call_begin ();
   r = next->extents (next, count, offset, flags, extents, err);
@@ -557,13 +658,23 @@ static void *
 replica_open (nbdkit_next_open *next, nbdkit_context *context,
               int readonly, const char *exportname, int is_tls)
 {
+  bool repl = strcmp (exportname, WIRE_EXPORT_NAME) == 0;
   struct conn *c;
 
-  if (next (context, readonly, exportname) == -1)
+  /* The replication export writes through to the plugin's default
+   * export (the volume).
+   */
+  if (next (context, repl ? 0 : readonly, repl ? "" : exportname) == -1)
     return NULL;
   c = calloc (1, sizeof *c);
-  if (!c)
+  if (!c) {
     nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  if (repl && secondary_open (c) == -1) {
+    free (c);
+    return NULL;
+  }
   return c;
 }
 
@@ -573,6 +684,7 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
 static void
 replica_close (void *handle)
 {
+  secondary_close (handle);
   conns_remove (handle);
   free (handle);
 }
@@ -615,6 +727,8 @@ replica_finalize (nbdkit_next *next, void *handle)
 static int
 replica_can_write (nbdkit_next *next, void *handle)
 {
+  if (((struct conn *) handle)->repl)
+    return 1;
   if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) == RLOG_ROLE_SECONDARY)
     return 0;
   return next->can_write (next);
@@ -634,14 +748,26 @@ replica_promote (struct replica *r, bool force, const char **why)
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   *why = link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED, force);
-  if (!*why) {
-    sb.role = RLOG_ROLE_PRIMARY;
-    sb.flags &= ~RLOG_SB_OUTDATED;
-    ret = rlog_sb_write_locked (r->log, &sb);
-    if (ret == -1)
-      *why = "writing the superblock failed";
-    else
-      __atomic_store_n (&r->role, RLOG_ROLE_PRIMARY, __ATOMIC_RELEASE);
+  pthread_mutex_unlock (&r->log->sb_lock);
+  if (*why)
+    return -1;
+  /* No batch is accepted from now on; those journaled are applied. */
+  secondary_quiesce ();
+  if (__atomic_load_n (&r->state, __ATOMIC_ACQUIRE) == VOL_FAILED) {
+    *why = "the volume failed";
+    return -1;
+  }
+  pthread_mutex_lock (&r->log->sb_lock);
+  sb = r->log->sb;
+  sb.role = RLOG_ROLE_PRIMARY;
+  sb.flags &= ~RLOG_SB_OUTDATED;
+  sb.epoch++;                   /* our own records from now on */
+  ret = rlog_sb_write_locked (r->log, &sb);
+  if (ret == -1)
+    *why = "writing the superblock failed";
+  else {
+    journal_lead (&r->journal, sb.epoch);
+    __atomic_store_n (&r->role, RLOG_ROLE_PRIMARY, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&r->log->sb_lock);
   if (!*why)
@@ -655,7 +781,7 @@ replica_cache (nbdkit_next *next, void *handle, uint32_t count,
 {
   int r;
 
-  if (volume_failed (err))
+  if (volume_failed (err) || is_repl (handle, err))
     return -1;
   plugin_call_begin ();
   r = next->cache (next, count, offset, flags, err);
@@ -663,10 +789,33 @@ replica_cache (nbdkit_next *next, void *handle, uint32_t count,
   return r;
 }
 
+static int64_t
+replica_get_size (nbdkit_next *next, void *handle)
+{
+  if (((struct conn *) handle)->repl)
+    return WIRE_EXPORT_SIZE;
+  return next->get_size (next);
+}
+
+/* What the replication export does not offer. */
+#define NOT_ON_REPL(name)                                     \
+  static int                                                  \
+  replica_##name (nbdkit_next *next, void *handle)            \
+  {                                                           \
+    if (((struct conn *) handle)->repl)                       \
+      return 0;                                               \
+    return next->name (next);                                 \
+  }
+NOT_ON_REPL (can_zero)
+NOT_ON_REPL (can_trim)
+NOT_ON_REPL (can_extents)
+NOT_ON_REPL (can_cache)
+NOT_ON_REPL (can_multi_conn)
+
 static int
 replica_can_fua (nbdkit_next *next, void *handle)
 {
-  int w = replica_can_write (next, handle);
+  int w = ((struct conn *) handle)->repl ? 0 : replica_can_write (next, handle);
 
   if (w == -1)
     return -1;
@@ -698,7 +847,13 @@ static struct nbdkit_filter filter = {
   .close             = replica_close,
   .prepare           = replica_prepare,
   .finalize          = replica_finalize,
+  .get_size          = replica_get_size,
   .can_write         = replica_can_write,
+  .can_zero          = replica_can_zero,
+  .can_trim          = replica_can_trim,
+  .can_extents       = replica_can_extents,
+  .can_cache         = replica_can_cache,
+  .can_multi_conn    = replica_can_multi_conn,
   .can_fua           = replica_can_fua,
   .can_flush         = replica_can_flush,
   .can_fast_zero     = replica_can_fast_zero,

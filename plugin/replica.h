@@ -52,6 +52,9 @@ struct replica {
   uint64_t checkpoints;
   uint64_t backing_errors;
   char replay_stop[RLOG_ERRLEN]; /* why the log ended at the last replay */
+  uint64_t recovered_seq;       /* the last record replayed (or the */
+  uint64_t recovered_epoch;     /* checkpoint), and where the log's */
+  uint64_t recovered_lsn;       /* next record goes */
 
   pthread_t ckpt_thread;
   pthread_cond_t ckpt_cond;

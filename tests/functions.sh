@@ -72,7 +72,7 @@ run_nbdkit ()
 
 # start_nbdkit SOCKET LOGFILE ARGS...: start nbdkit -f serving unix SOCKET
 # in the background with the replica filter, stderr to LOGFILE; wait until
-# the socket accepts; sets NBDKIT_PID.
+# the socket accepts (at READY_URI if set: a TLS server); sets NBDKIT_PID.
 start_nbdkit ()
 {
     local sock=$1 errlog=$2
@@ -90,8 +90,9 @@ start_nbdkit ()
     register_pid $NBDKIT_PID
     local i
     for i in $(seq 1 300); do
-        if [ -S "$sock" ] && nbdinfo --size "nbd+unix:///?socket=$sock" \
-                                 >/dev/null 2>&1; then
+        if [ -S "$sock" ] &&
+               nbdinfo --size "${READY_URI:-nbd+unix:///?socket=$sock}" \
+                       >/dev/null 2>&1; then
             return 0
         fi
         if ! kill -0 $NBDKIT_PID 2>/dev/null; then
@@ -128,11 +129,12 @@ stop_nbdkit ()
 
 uri_of () { echo "nbd+unix:///?socket=$1"; }
 
-# status_field CONTROL KEY: one value from replicactl status --json.
+# status_field CONTROL KEY: one value from replicactl status --json,
+# as JSON spells it (true, false, null; strings bare).
 status_field ()
 {
     "$REPLICACTL" --control "$1" status --json |
-        /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print("null" if v is None else v)' "$2"
+        /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(v if isinstance(v, str) else json.dumps(v))' "$2"
 }
 
 # use_fault_shim FILE: preload tests/faultinject.so into nbdkit (after

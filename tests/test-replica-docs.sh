@@ -41,7 +41,8 @@ errors=0
 missing () { echo "$0: not documented: $*" >&2; errors=$((errors + 1)); }
 
 # --- Filter keys.
-keys=$(names 'strcmp \(key, *"replica-[a-z0-9-]+"\)' "$replica_c")
+keys=$(names 'strcmp \(key, *"replica-[a-z0-9-]+"\)' "$replica_c" \
+           "$SRCDIR/plugin/replconfig.c")
 [ -n "$keys" ] || fail "found no replica-* key in $replica_c"
 synopsis=$(section "$filter_pod" SYNOPSIS)
 params=$(section "$filter_pod" PARAMETERS)
@@ -110,9 +111,12 @@ for o in $shortopts; do
         missing "replicactl -$o: no '=item B<-$o>' under OPTIONS"
 done
 
-# Status fields: the keys that status_json adds.
-fields=$(sed -n '/^status_json /,/^}/p' "$control_c" |
-             names 'add_[a-z0-9]+ \(o, *"[a-z0-9_]+"')
+# Status fields: the keys that status_json adds, and the replication
+# fields (repl_status on a primary, secondary_status on a secondary).
+fields=$({ sed -n '/^status_json /,/^}/p' "$control_c"
+           sed -n '/^repl_status /,/^}/p' "$SRCDIR/plugin/repl.c"
+           sed -n '/^secondary_status /,/^}/p' "$SRCDIR/plugin/secondary.c"
+         } | names '(add_[a-z0-9]+|json_object_object_add) \(o, *"[a-z0-9_]+"')
 [ -n "$fields" ] || fail "found no status field in status_json"
 status_sec=$(section "$ctl_pod" "STATUS FIELDS")
 for f in $fields; do
@@ -120,8 +124,23 @@ for f in $fields; do
         missing "status field $f: no '=item B<$f> (TYPE)' under STATUS FIELDS"
 done
 
+# --- nbd-replicator: every long option in its POD page and --help.
+repl_pod=$SRCDIR/man/nbd-replicator.pod
+[ -f "$repl_pod" ] || fail "missing $repl_pod"
+ropts=$(names '\{ *"[a-z0-9-]+", *(no|required|optional)_argument' \
+            "$SRCDIR/replicator/options.c")
+[ -n "$ropts" ] || fail "found no long option in replicator/options.c"
+rhelp=$("$REPLICATOR" --help) || fail "nbd-replicator --help failed"
+repl_opts_sec=$(section "$repl_pod" OPTIONS)
+for o in $ropts; do
+    grep -qE "^=item B<--$o>" <<<"$repl_opts_sec" ||
+        missing "nbd-replicator --$o: no '=item B<--$o>' under OPTIONS"
+    grep -qF -- "--$o" <<<"$rhelp" ||
+        missing "nbd-replicator --$o in its --help"
+done
+
 # --- Layout of the POD sources.
-for pod in "$filter_pod" "$ctl_pod"; do
+for pod in "$filter_pod" "$ctl_pod" "$repl_pod"; do
     if awk 'length > 79 { print FILENAME ":" FNR ": line too long"; bad = 1 }
             /[ \t]$/ { print FILENAME ":" FNR ": trailing space"; bad = 1 }
             END { exit bad }' "$pod"; then :

@@ -70,6 +70,6 @@ assert f in (bytes(65536), b"F" * 65536), "failed write is torn"
 h.pwrite(b"H" * 4096, 3 << 20)
 assert h.pread(4096, 3 << 20) == b"H" * 4096
 ' || fail "data after restart"
-[ "$(status_field "$ctl" log_fenced)" = False ] || fail "log_fenced after restart"
+[ "$(status_field "$ctl" log_fenced)" = false ] || fail "log_fenced after restart"
 stop_nbdkit
 echo "$0: OK"

@@ -3,6 +3,8 @@
  *
  *   replicactl --control SOCKET status [--json]
  *   replicactl --control SOCKET promote [--force]
+ *   replicactl --control SOCKET wait-synced [--timeout SECONDS]
+ *   replicactl --control SOCKET set-mode sync|async
  *   replicactl log-dump [--all] [--records N] PATH
  *   replicactl log-replay [--all] PATH IMAGE
  */
@@ -33,6 +35,8 @@ usage (FILE *fp, int status)
   fprintf (fp,
            "usage: replicactl --control SOCKET status [--json]\n"
            "       replicactl --control SOCKET promote [--force]\n"
+           "       replicactl --control SOCKET wait-synced [--timeout SECONDS]\n"
+           "       replicactl --control SOCKET set-mode sync|async\n"
            "       replicactl log-dump [--all] [--records N] LOGFILE\n"
            "       replicactl log-replay [--all] LOGFILE IMAGE\n"
            "See replicactl(8).\n");
@@ -141,6 +145,149 @@ cmd_promote (int argc, char **argv)
              json_object_get_string (v));
   else {
     printf ("promoted: this node is now the primary\n");
+    ret = 0;
+  }
+  json_object_put (o);
+  return ret;
+}
+
+static json_object *
+status_object (void)
+{
+  char *reply = ctl_request ("status");
+  json_object *o;
+
+  if (!reply)
+    return NULL;
+  o = json_tokener_parse (reply);
+  free (reply);
+  if (!o || !json_object_is_type (o, json_type_object)) {
+    fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
+    json_object_put (o);
+    return NULL;
+  }
+  return o;
+}
+
+static uint64_t
+field_u64 (json_object *o, const char *k)
+{
+  json_object *v;
+
+  return json_object_object_get_ex (o, k, &v) && v
+    ? json_object_get_uint64 (v) : 0;
+}
+
+static const char *
+field_str (json_object *o, const char *k)
+{
+  json_object *v;
+
+  return json_object_object_get_ex (o, k, &v) && v
+    ? json_object_get_string (v) : NULL;
+}
+
+static double
+mono_sec (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Exit 0 once the peer acknowledged (made durable and applied) every
+ * record up to the last one written when the command started.
+ */
+static int
+cmd_wait_synced (int argc, char **argv)
+{
+  double timeout = -1, start = mono_sec ();
+  uint64_t target;
+  json_object *o;
+  const char *role;
+
+  for (int i = 1; i < argc; ++i) {
+    char *end;
+    if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
+      timeout = strtod (argv[++i], &end);
+      if (*end || timeout < 0) {
+        fprintf (stderr, "replicactl: --timeout: '%s' is not a number of "
+                 "seconds\n", argv[i]);
+        return 2;
+      }
+    }
+    else
+      usage (stderr, 2);
+  }
+  if (!control_path) {
+    fprintf (stderr, "replicactl: wait-synced needs --control SOCKET\n");
+    return 2;
+  }
+  if (!(o = status_object ()))
+    return 1;
+  role = field_str (o, "role");
+  if (!role || strcmp (role, "primary") != 0 || !field_str (o, "link") ||
+      strcmp (field_str (o, "link"), "standalone") == 0) {
+    fprintf (stderr, "replicactl: wait-synced: %s is not a primary with a "
+             "peer\n", control_path);
+    json_object_put (o);
+    return 1;
+  }
+  target = field_u64 (o, "last_seq");
+  for (;;) {
+    uint64_t acked = field_u64 (o, "acked_seq");
+    const char *link = field_str (o, "link");
+
+    if (acked >= target) {
+      printf ("synced: the peer holds every record up to seq %" PRIu64 "\n",
+              target);
+      json_object_put (o);
+      return 0;
+    }
+    if (timeout >= 0 && mono_sec () - start >= timeout) {
+      fprintf (stderr, "replicactl: wait-synced: timed out after %g s: the "
+               "peer acknowledged seq %" PRIu64 " of %" PRIu64 " (link %s%s%s)\n",
+               timeout, acked, target, link ? link : "?",
+               field_str (o, "link_error") ? ": " : "",
+               field_str (o, "link_error") ? field_str (o, "link_error") : "");
+      json_object_put (o);
+      return 1;
+    }
+    json_object_put (o);
+    usleep (50000);
+    if (!(o = status_object ()))
+      return 1;
+  }
+}
+
+static int
+cmd_set_mode (int argc, char **argv)
+{
+  json_object *o;
+  const char *err;
+  char cmd[64];
+  char *reply;
+  int ret = 1;
+
+  if (argc != 2 || (strcmp (argv[1], "sync") != 0 &&
+                    strcmp (argv[1], "async") != 0))
+    usage (stderr, 2);
+  if (!control_path) {
+    fprintf (stderr, "replicactl: set-mode needs --control SOCKET\n");
+    return 2;
+  }
+  snprintf (cmd, sizeof cmd, "set-mode %s", argv[1]);
+  if (!(reply = ctl_request (cmd)))
+    return 1;
+  o = json_tokener_parse (reply);
+  free (reply);
+  if (!o)
+    fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
+  else if ((err = field_str (o, "error")))
+    fprintf (stderr, "replicactl: set-mode refused: %s\n", err);
+  else {
+    printf ("mode: %s\n", field_str (o, "mode"));
     ret = 0;
   }
   json_object_put (o);
@@ -386,6 +533,10 @@ main (int argc, char **argv)
     return cmd_status (argc, argv);
   if (strcmp (argv[0], "promote") == 0)
     return cmd_promote (argc, argv);
+  if (strcmp (argv[0], "wait-synced") == 0)
+    return cmd_wait_synced (argc, argv);
+  if (strcmp (argv[0], "set-mode") == 0)
+    return cmd_set_mode (argc, argv);
   if (strcmp (argv[0], "log-dump") == 0)
     return cmd_log_dump (argc, argv);
   if (strcmp (argv[0], "log-replay") == 0)

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "logfmt.h"
+#include <lz4.h>
+
 #include "wire.h"
 
 static void
@@ -92,13 +94,15 @@ slots (const char *dir, const char *name, uint64_t g0, uint64_t g1,
   put (dir, name, buf, 2 * slot_len);
 }
 
-/* Wire seeds: a selector byte (0 hello, 1 control, 2 batch), then the
- * message (see fuzz-wire.c).
+/* Wire seeds: a selector byte (0 hello, 1 control, 2 batch, 3 batch
+ * unpacked as the secondary does, LZ4 included), then the message (see
+ * fuzz-wire.c).
  */
 static void
 wire_seeds (const char *dir)
 {
   static uint8_t buf[1 + WIRE_MSG_SIZE + 3 * 256];
+  static uint8_t lz[1 + WIRE_BATCH_HDR_SIZE + 1024];
   struct wire_hello h = { .role = RLOG_ROLE_SECONDARY,
                           .flags = WIRE_HELLO_PAIRED, .backing_size = 1 << 30,
                           .durable_seq = 7, .applied_seq = 5 };
@@ -111,10 +115,10 @@ wire_seeds (const char *dir)
 
   buf[0] = 0;
   wire_hello_encode (&h, buf + 1);
-  put (dir, "hello", buf, 1 + 128);
+  put (dir, "hello", buf, 1 + 256);
   buf[0] = 1;
   wire_control_encode (&c, buf + 1);
-  put (dir, "control", buf, 1 + 128);
+  put (dir, "control", buf, 1 + 256);
 
   memset (payload, 0xab, sizeof payload);
   for (int i = 0; i < 3; ++i) {
@@ -133,6 +137,19 @@ wire_seeds (const char *dir)
   buf[0] = 2;
   wire_batch_encode_hdr (&b, buf + 1);
   put (dir, "batch", buf, p - buf);
+
+  /* The same records, LZ4-compressed. */
+  {
+    int n = LZ4_compress_default ((const char *) buf + 1 + WIRE_BATCH_HDR_SIZE,
+                                  (char *) lz + 1 + WIRE_BATCH_HDR_SIZE,
+                                  b.raw_len, 1024);
+    b.flags = WIRE_BATCH_LZ4;
+    b.wire_len = n;
+    b.data_crc = rlog_crc32c (0, lz + 1 + WIRE_BATCH_HDR_SIZE, n);
+    lz[0] = 3;
+    wire_batch_encode_hdr (&b, lz + 1);
+    put (dir, "batch-lz4", lz, 1 + WIRE_BATCH_HDR_SIZE + n);
+  }
 }
 
 int

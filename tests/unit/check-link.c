@@ -120,6 +120,10 @@ START_TEST (test_verdicts)
   e = ev (LINK_EV_HANDSHAKE, 0);
   e.peer.seq_known = false;                 /* a burned seq of ours */
   ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_DIVERGED);
+  e = ev (LINK_EV_HANDSHAKE, 0);
+  e.peer.seq_known = false;
+  e.peer.behind = true;                     /* lost what it acknowledged */
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_BEHIND);
 }
 END_TEST
 
@@ -143,7 +147,7 @@ START_TEST (test_refused_then_retry)
 }
 END_TEST
 
-START_TEST (test_adopt_starts_at_head)
+START_TEST (test_adopt_starts_at_acked_point)
 {
   struct link l;
   struct link_event e;
@@ -155,8 +159,9 @@ START_TEST (test_adopt_starts_at_head)
   e.peer.paired = false;
   e.peer.durable_seq = 0;
   memset (e.peer.volume_uuid, 0, 16);
+  e.local.acked_seq = 40;
   ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_SHIP | LINK_ACT_ADOPT);
-  ck_assert_uint_eq (l.acked_seq, 100);
+  ck_assert_uint_eq (l.acked_seq, 40);
 }
 END_TEST
 
@@ -187,6 +192,68 @@ START_TEST (test_sync_waits_for_peer_ack)
   e = ev (LINK_EV_PEER_SET, 0);
   link_step (&l, &e);
   ck_assert (link_may_ack (&l, 1000));
+}
+END_TEST
+
+/* A peer that keeps acknowledging under a steady stream of writes (some
+ * write always waits) never times out: the clock restarts at each ack
+ * that makes progress.  It times out once acks stop.
+ */
+/* "Up to date" not confirmed before the link dropped is told again at
+ * the next handshake (else the peer would stay outdated for ever).
+ */
+START_TEST (test_uptodate_retold_after_reconnect)
+{
+  struct link l;
+  struct link_event e;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_DEGRADE);
+  e = ev (LINK_EV_WRITE_WAITING, 100);
+  e.seq = 95;
+  link_step (&l, &e);
+  e = ev (LINK_EV_TICK, 100 + 1000);
+  link_step (&l, &e);
+  ck_assert (l.degraded);
+  e = ev (LINK_EV_OUTDATED_TOLD, 1200);
+  link_step (&l, &e);
+  e = ev (LINK_EV_ACK, 1300);
+  e.seq = e.local.head_seq;
+  ck_assert (link_step (&l, &e) & LINK_ACT_TELL_UPTODATE);
+  ck_assert (!l.degraded && l.tell_uptodate);
+  e = ev (LINK_EV_IO_ERROR, 1400);          /* dropped before confirmed */
+  link_step (&l, &e);
+  e = ev (LINK_EV_TICK, 1400 + LINK_BACKOFF_MIN_MS);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 1600);
+  ck_assert_uint_eq (link_step (&l, &e),
+                     LINK_ACT_SHIP | LINK_ACT_TELL_UPTODATE);
+  e = ev (LINK_EV_UPTODATE_TOLD, 1700);
+  link_step (&l, &e);
+  ck_assert (!l.tell_uptodate);
+}
+END_TEST
+
+START_TEST (test_sync_progress_restarts_timeout)
+{
+  struct link l;
+  struct link_event e;
+  uint64_t t, seq = 90;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_DEGRADE);
+  for (t = 100; t < 10000; t += 400) {
+    e = ev (LINK_EV_WRITE_WAITING, t);
+    e.seq = seq + 10;
+    link_step (&l, &e);
+    e = ev (LINK_EV_ACK, t + 300);
+    e.seq = seq += 5;                     /* always behind the waiters */
+    link_step (&l, &e);
+    e = ev (LINK_EV_TICK, t + 399);
+    link_step (&l, &e);
+    ck_assert (!l.degraded);
+  }
+  e = ev (LINK_EV_TICK, t + 1000);
+  link_step (&l, &e);
+  ck_assert (l.degraded);
 }
 END_TEST
 
@@ -296,9 +363,11 @@ link_suite (void)
   tcase_add_test (tc, test_backoff_doubles_and_caps);
   tcase_add_test (tc, test_verdicts);
   tcase_add_test (tc, test_refused_then_retry);
-  tcase_add_test (tc, test_adopt_starts_at_head);
+  tcase_add_test (tc, test_adopt_starts_at_acked_point);
   tcase_add_test (tc, test_sync_waits_for_peer_ack);
   tcase_add_test (tc, test_sync_degrades_after_timeout);
+  tcase_add_test (tc, test_sync_progress_restarts_timeout);
+  tcase_add_test (tc, test_uptodate_retold_after_reconnect);
   tcase_add_test (tc, test_sync_wait_policy_never_degrades);
   tcase_add_test (tc, test_set_mode);
   tcase_add_test (tc, test_promote_check);

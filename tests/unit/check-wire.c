@@ -43,14 +43,37 @@ END_TEST
 
 START_TEST (test_control_roundtrip)
 {
-  struct wire_control c = { .type = WIRE_CTL_UPTODATE,
-                            .backing_size = 1 << 20, .seq = 9 }, c2;
-  uint8_t buf[WIRE_MSG_SIZE];
+  struct wire_control c, c2;
+  uint8_t buf[WIRE_MSG_SIZE], key[WIRE_SECRET_SIZE], nonce[16];
 
+  /* Zeroed whole (padding included), so memcmp compares fields only. */
+  memset (&c, 0, sizeof c);
+  memset (&c2, 0, sizeof c2);
+  c.type = WIRE_CTL_ADOPT;
+  c.backing_size = 1 << 20;
+  c.seq = 9;
+  c.epoch = 3;
   memset (c.mac, 0x11, 32);
+  memset (c.secret, 0x22, 32);
   wire_control_encode (&c, buf);
   ck_assert_int_eq (wire_control_decode (buf, sizeof buf, &c2), WIRE_OK);
   ck_assert_mem_eq (&c, &c2, sizeof c);
+  /* The MAC binds the message to the nonce and the secret. */
+  memset (key, 0x33, sizeof key);
+  memset (nonce, 0x44, sizeof nonce);
+  ck_assert_int_eq (wire_control_mac (&c, nonce, key, c.mac), 0);
+  ck_assert (wire_control_mac_ok (&c, nonce, key));
+  nonce[0] ^= 1;
+  ck_assert (!wire_control_mac_ok (&c, nonce, key));
+  nonce[0] ^= 1;
+  key[31] ^= 1;
+  ck_assert (!wire_control_mac_ok (&c, nonce, key));
+  key[31] ^= 1;
+  c.seq++;
+  ck_assert (!wire_control_mac_ok (&c, nonce, key));
+  c.seq--;
+  c.type = WIRE_CTL_UPTODATE;
+  memset (c.secret, 0, sizeof c.secret);
   c.type = 99;
   wire_control_encode (&c, buf);
   ck_assert_int_eq (wire_control_decode (buf, sizeof buf, &c2), WIRE_EINVAL);

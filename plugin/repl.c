@@ -1,0 +1,727 @@
+/* nbd-replica: replication, primary side: the link and the sync gate.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * One thread (the link thread) owns the channel to nbd-replicator: it
+ * reads its frames, feeds them to the link state machine (common/
+ * link.c) with the time, and carries out the actions: frames back to
+ * the replicator, sync writers released.  The journal's leader reports
+ * written batches here (repl_journal_notify); they are forwarded to the
+ * replicator at once, without waiting for the link thread.
+ *
+ * The acked point (seq, epoch, lsn) is the last record the peer made
+ * durable; the log's checkpoint never passes it (repl_clamp_checkpoint),
+ * so every record the peer lacks is still in the log when it
+ * reconnects, however long it was away (writers wait when the log is
+ * full).  Markers, one per written batch, count the records and age of
+ * what the peer has not acknowledged yet.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <unistd.h>
+#include <poll.h>
+#include <time.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "repl.h"
+#include "chan.h"
+#include "wire.h"
+
+NBDKIT_DLL_PUBLIC int replica_debug_link = 0;  /* -D replica.link=1 */
+
+#define TICK_MS        100
+#define OUTBOX_MAX     (1024 * 1024)
+
+struct mark {
+  uint64_t last_seq, lsn_end, t_ns;
+  uint32_t nrecs;
+};
+
+struct point { uint64_t seq, epoch, lsn; };
+
+static struct {
+  pthread_mutex_t lock;         /* everything below */
+  pthread_cond_t acked_cond;    /* sync writers */
+  struct link link;
+  struct point acked;           /* the peer holds everything up to here */
+  struct point written;         /* the log is written up to here */
+  struct point durable;         /* ... and durable up to here */
+  struct point sent;            /* WRITTEN point the replicator knows */
+  struct mark *marks;           /* ring of unacknowledged batches */
+  size_t mcap, mhead, mlen;
+  uint64_t lag_records;
+  int fd;                       /* channel, -1 if no replicator */
+  uint8_t *outbox;              /* unsent frame bytes (fd nonblocking) */
+  size_t outlen;
+  uint8_t inbuf[CHAN_HDR_SIZE + CHAN_TEXT_MAX];
+  size_t inlen;
+  int wake[2];                  /* pipe: wakes the link thread */
+  pthread_t thread;
+  bool running, stopping;
+  uint8_t uuid[16];
+  uint64_t backing_size;
+  /* What the replicator reported. */
+  long pid;
+  char peer_uri[256];
+  uint64_t link_sent, link_recv, raw_shipped, wire_shipped, batches;
+  uint64_t peer_durable;        /* its HELLO */
+  uint64_t handshakes, link_errors;
+} R = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1,
+        .wake = { -1, -1 } };
+
+static uint64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Decided once, at start (repl_init): a secondary promoted later is a
+ * standalone primary until restarted with a peer.
+ */
+static bool configured;
+
+bool
+repl_active (void)
+{
+  return configured;
+}
+
+/* ---- markers (lock held) ---- */
+
+static void
+mark_push (uint64_t last_seq, uint64_t lsn_end, uint32_t nrecs)
+{
+  struct timespec ts;
+
+  if (R.mlen == R.mcap) {
+    size_t ncap = R.mcap ? R.mcap * 2 : 1024;
+    struct mark *n = malloc (ncap * sizeof *n);
+    if (!n)
+      return;                   /* lag figures only; never fatal */
+    for (size_t i = 0; i < R.mlen; ++i)
+      n[i] = R.marks[(R.mhead + i) % R.mcap];
+    free (R.marks);
+    R.marks = n;
+    R.mcap = ncap;
+    R.mhead = 0;
+  }
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  R.marks[(R.mhead + R.mlen) % R.mcap] = (struct mark) {
+    .last_seq = last_seq, .lsn_end = lsn_end, .nrecs = nrecs,
+    .t_ns = (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec,
+  };
+  R.mlen++;
+  R.lag_records += nrecs;
+}
+
+static struct mark *
+mark_first (void)
+{
+  return R.mlen ? &R.marks[R.mhead] : NULL;
+}
+
+/* The peer acknowledged up to seq: drop whole batches it covers; within
+ * the first remaining batch seqs are consecutive, so the acknowledged
+ * part is counted exactly.
+ */
+static void
+marks_acked (uint64_t seq)
+{
+  struct mark *m;
+
+  while ((m = mark_first ()) && m->last_seq <= seq) {
+    R.lag_records -= m->nrecs;
+    R.mhead = (R.mhead + 1) % R.mcap;
+    R.mlen--;
+  }
+  if (m && seq >= m->last_seq - m->nrecs + 1) {
+    uint32_t n = seq - (m->last_seq - m->nrecs);
+    R.lag_records -= n;
+    m->nrecs -= n;
+  }
+}
+
+/* A failed batch started at lsn: forget markers at or after it. */
+static void
+marks_truncate (uint64_t lsn)
+{
+  while (R.mlen) {
+    struct mark *m = &R.marks[(R.mhead + R.mlen - 1) % R.mcap];
+    if (m->lsn_end <= lsn)
+      break;
+    R.lag_records -= m->nrecs;
+    R.mlen--;
+  }
+}
+
+/* ---- channel output (any thread; lock held) ---- */
+
+static void chan_drop (const char *why);
+
+static void
+outbox_flush (void)
+{
+  while (R.fd >= 0 && R.outlen > 0) {
+    ssize_t n = send (R.fd, R.outbox, R.outlen, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == -1) {
+      if (errno == EAGAIN || errno == EINTR)
+        return;
+      chan_drop ("writing to the replicator failed");
+      return;
+    }
+    memmove (R.outbox, R.outbox + n, R.outlen - n);
+    R.outlen -= n;
+  }
+}
+
+/* Queue a frame; sent at once unless the socket is full (the link
+ * thread sends the rest when it drains).  Never blocks the data path.
+ */
+static void
+send_frame (uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
+            const char *text)
+{
+  struct chan_msg m;
+  size_t n;
+
+  if (R.fd < 0)
+    return;
+  chan_msg_init (&m, type, a, b, c, d, 0, text);
+  if (R.outlen + CHAN_HDR_SIZE + CHAN_TEXT_MAX > OUTBOX_MAX) {
+    chan_drop ("the replicator does not read its channel");
+    return;
+  }
+  n = chan_encode (&m, R.outbox + R.outlen);
+  R.outlen += n;
+  outbox_flush ();
+  if (R.outlen > 0 && R.wake[1] >= 0) {
+    char x = 0;
+    if (write (R.wake[1], &x, 1) == -1) {
+      /* full pipe: the link thread is awake anyway */
+    }
+  }
+}
+
+/* Sync: ship what is written (overlapping our own log sync).  Async:
+ * only what is durable, so a crash here never leaves the peer ahead.
+ */
+static void
+send_written (void)
+{
+  const struct point *p = R.link.mode == LINK_SYNC ? &R.written : &R.durable;
+
+  if (p->lsn <= R.sent.lsn)
+    return;
+  R.sent = *p;
+  send_frame (CHAN_WRITTEN, R.sent.seq, R.sent.epoch, R.sent.lsn, 0, NULL);
+}
+
+/* ---- journal events (the leader thread) ---- */
+
+void
+repl_journal_notify (void *opaque, enum journal_event ev, uint64_t seq,
+                     uint64_t epoch, uint64_t lsn, size_t nrecs)
+{
+  pthread_mutex_lock (&R.lock);
+  switch (ev) {
+  case JOURNAL_WRITTEN:
+    mark_push (seq, lsn, nrecs);
+    R.written = (struct point) { seq, epoch, lsn };
+    send_written ();
+    break;
+  case JOURNAL_DURABLE:
+    R.durable = (struct point) { seq, epoch, lsn };
+    send_written ();
+    break;
+  case JOURNAL_FAILED:
+    /* The batch after (seq, epoch) at lsn is void: the replicator may
+     * have read it.  Rewind, and make it reconnect: a peer that got
+     * those records is then found diverged.
+     */
+    marks_truncate (lsn);
+    R.written = R.durable = (struct point) { seq, epoch, lsn };
+    if (R.acked.lsn > lsn)
+      R.acked = R.written;
+    R.sent = R.written;
+    send_frame (CHAN_RESET, 0, 0, 0, 0, NULL);
+    send_frame (CHAN_WRITTEN, R.sent.seq, R.sent.epoch, R.sent.lsn, 0, NULL);
+    break;
+  }
+  pthread_mutex_unlock (&R.lock);
+}
+
+/* ---- the link state machine's actions (lock held) ---- */
+
+static void
+log_reason (void)
+{
+  if (R.stopping)
+    return;                     /* nbdkit is shutting down: expected */
+  if (R.link.reason[0])
+    nbdkit_error ("replica: link %s: %s", link_state_name (R.link.state),
+                  R.link.reason);
+  else
+    nbdkit_debug ("replica: link %s", link_state_name (R.link.state));
+}
+
+static void
+do_actions (unsigned act, const struct chan_msg *peer)
+{
+  if (act & LINK_ACT_LOG)
+    log_reason ();
+  if (act & LINK_ACT_DISCONNECT)
+    send_frame (CHAN_DISCONNECT, 0, 0, 0, 0, R.link.reason);
+  if (act & LINK_ACT_CONNECT)
+    send_frame (CHAN_CONNECT, R.acked.seq, R.acked.epoch, R.acked.lsn, 0,
+                NULL);
+  if ((act & LINK_ACT_SHIP) && peer) {
+    if (act & LINK_ACT_ADOPT)
+      send_frame (CHAN_SHIP, R.acked.seq, R.acked.epoch, R.acked.lsn, 1,
+                  NULL);
+    else {
+      /* The peer holds up to its durable seq, which is in our log. */
+      if (peer->a > R.acked.seq)
+        R.acked = (struct point) { peer->a, peer->b, peer->e };
+      marks_acked (R.acked.seq);
+      send_frame (CHAN_SHIP, peer->a, peer->b, peer->e, 0, NULL);
+    }
+    send_written ();
+  }
+  if (act & LINK_ACT_TELL_OUTDATED)
+    send_frame (CHAN_TELL, WIRE_CTL_OUTDATED, R.written.seq, 0, 0, NULL);
+  if (act & LINK_ACT_TELL_UPTODATE)
+    send_frame (CHAN_TELL, WIRE_CTL_UPTODATE, R.acked.seq, 0, 0, NULL);
+  if (act & LINK_ACT_RELEASE_WRITES)
+    pthread_cond_broadcast (&R.acked_cond);
+}
+
+static unsigned
+step (enum link_event_type type, uint64_t seq, const struct link_peer *peer)
+{
+  struct link_event ev = { .type = type, .now_ms = now_ms (), .seq = seq };
+  enum link_state before = R.link.state;
+  unsigned act;
+
+  if (peer)
+    ev.peer = *peer;
+  memcpy (ev.local.volume_uuid, R.uuid, 16);
+  ev.local.backing_size = R.backing_size;
+  ev.local.head_seq = R.written.seq;
+  ev.local.acked_seq = R.acked.seq;
+  ev.mode = R.link.mode;
+  act = link_step (&R.link, &ev);
+  if (before != R.link.state && replica_debug_link)
+    nbdkit_debug ("link: %s -> %s", link_state_name (before),
+                  link_state_name (R.link.state));
+  return act;
+}
+
+static void
+on_peer (const struct chan_msg *m)
+{
+  struct link_peer p = { 0 };
+  unsigned flags = m->d >> 8;
+
+  if (m->text_len == 16)
+    memcpy (p.volume_uuid, m->text, 16);
+  p.role = m->d & 0xff;
+  p.paired = flags & CHAN_PEER_PAIRED;
+  p.backing_size = m->c;
+  p.durable_seq = m->a;
+  p.seq_known = flags & CHAN_PEER_KNOWN;
+  p.behind = flags & CHAN_PEER_BEHIND;
+  R.peer_durable = m->a;
+  R.handshakes++;
+  do_actions (step (LINK_EV_HANDSHAKE, 0, &p), m);
+}
+
+static void
+on_ack (const struct chan_msg *m)
+{
+  if (m->a > R.acked.seq && m->c >= R.acked.lsn && m->c <= R.written.lsn) {
+    R.acked = (struct point) { m->a, m->b, m->c };
+    marks_acked (m->a);
+  }
+  do_actions (step (LINK_EV_ACK, R.acked.seq, NULL), NULL);
+}
+
+static void
+on_frame (const struct chan_msg *m)
+{
+  switch (m->type) {
+  case CHAN_HELLO:
+    R.pid = m->a;
+    snprintf (R.peer_uri, sizeof R.peer_uri, "%.*s",
+              (int) sizeof R.peer_uri - 1, m->text);
+    nbdkit_debug ("replica: replicator attached (pid %ld, peer %s)",
+                  R.pid, R.peer_uri);
+    break;
+  case CHAN_PEER:
+    on_peer (m);
+    break;
+  case CHAN_LINKDOWN: {
+    unsigned act = step (LINK_EV_IO_ERROR, 0, NULL);
+    R.link_errors++;
+    snprintf (R.link.reason, sizeof R.link.reason,
+              "connection to the peer failed: %.100s", m->text);
+    do_actions (act, NULL);
+    break;
+  }
+  case CHAN_ACK:
+    on_ack (m);
+    break;
+  case CHAN_TOLD:
+    do_actions (step (m->a == WIRE_CTL_OUTDATED ? LINK_EV_OUTDATED_TOLD
+                      : LINK_EV_UPTODATE_TOLD, 0, NULL), NULL);
+    break;
+  case CHAN_STATS:
+    R.link_sent = m->a;
+    R.link_recv = m->b;
+    R.raw_shipped = m->c;
+    R.wire_shipped = m->d;
+    R.batches = m->e;
+    break;
+  default:
+    chan_drop ("unknown frame from the replicator");
+  }
+}
+
+static void
+chan_drop (const char *why)
+{
+  if (R.fd < 0)
+    return;
+  nbdkit_debug ("replica: replicator channel closed: %s", why);
+  close (R.fd);
+  R.fd = -1;
+  R.outlen = R.inlen = 0;
+  R.pid = 0;
+  {
+    unsigned act = step (LINK_EV_IO_ERROR, 0, NULL);
+    snprintf (R.link.reason, sizeof R.link.reason, "replicator: %s", why);
+    do_actions (act, NULL);
+  }
+}
+
+/* Parse whole frames out of inbuf. */
+static void
+chan_input (void)
+{
+  ssize_t n = recv (R.fd, R.inbuf + R.inlen, sizeof R.inbuf - R.inlen,
+                    MSG_DONTWAIT);
+
+  if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
+    chan_drop (n == 0 ? "the replicator went away" : strerror (errno));
+    return;
+  }
+  if (n > 0)
+    R.inlen += n;
+  while (R.fd >= 0 && R.inlen >= CHAN_HDR_SIZE) {
+    struct chan_msg m;
+    const char *why;
+    size_t len;
+
+    if (chan_decode_hdr (R.inbuf, &m, &why) == -1) {
+      chan_drop (why);
+      return;
+    }
+    len = CHAN_HDR_SIZE + m.text_len;
+    if (R.inlen < len)
+      return;
+    memcpy (m.text, R.inbuf + CHAN_HDR_SIZE, m.text_len);
+    m.text[m.text_len] = '\0';
+    if (chan_check_crc (R.inbuf, &m) == -1) {
+      chan_drop ("frame checksum mismatch");
+      return;
+    }
+    memmove (R.inbuf, R.inbuf + len, R.inlen - len);
+    R.inlen -= len;
+    on_frame (&m);
+  }
+}
+
+void
+repl_attach (int fd)
+{
+  int fl;
+
+  pthread_mutex_lock (&R.lock);
+  if (!R.running || !repl_active ()) {
+    pthread_mutex_unlock (&R.lock);
+    const char *no = "{\"error\":\"this node has no peer: nothing to "
+      "replicate\"}\n";
+    if (write (fd, no, strlen (no)) == -1) { /* nothing to do */ }
+    close (fd);
+    return;
+  }
+  chan_drop ("another replicator attached");
+  fl = fcntl (fd, F_GETFL);
+  fcntl (fd, F_SETFL, fl | O_NONBLOCK);
+  R.fd = fd;
+  R.inlen = R.outlen = 0;
+  send_frame (CHAN_CONFIG, 0, 0, 0, 0, rep.log_path);
+  R.sent = R.link.mode == LINK_SYNC ? R.written : R.durable;
+  send_frame (CHAN_WRITTEN, R.sent.seq, R.sent.epoch, R.sent.lsn, 0, NULL);
+  if (R.link.state == LINK_CONNECTING)
+    do_actions (LINK_ACT_CONNECT, NULL);
+  pthread_mutex_unlock (&R.lock);
+  if (write (R.wake[1], "", 1) == -1) { /* awake anyway */ }
+}
+
+static void *
+link_thread (void *arg)
+{
+  pthread_mutex_lock (&R.lock);
+  while (!R.stopping) {
+    struct pollfd p[2] = {
+      { .fd = R.wake[0], .events = POLLIN },
+      { .fd = R.fd, .events = POLLIN | (R.outlen ? POLLOUT : 0) },
+    };
+    int nfds = R.fd >= 0 ? 2 : 1;
+
+    pthread_mutex_unlock (&R.lock);
+    poll (p, nfds, TICK_MS);
+    pthread_mutex_lock (&R.lock);
+    if (p[0].revents & POLLIN) {
+      char buf[64];
+      if (read (R.wake[0], buf, sizeof buf) == -1) { /* spurious */ }
+    }
+    if (nfds == 2 && R.fd == p[1].fd) {
+      if (p[1].revents & POLLOUT)
+        outbox_flush ();
+      if (R.fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+        chan_input ();
+    }
+    do_actions (step (LINK_EV_TICK, 0, NULL), NULL);
+  }
+  pthread_mutex_unlock (&R.lock);
+  return NULL;
+}
+
+void
+repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn)
+{
+  pthread_condattr_t a;
+
+  pthread_condattr_init (&a);
+  pthread_condattr_setclock (&a, CLOCK_MONOTONIC);
+  pthread_cond_init (&R.acked_cond, &a);
+  pthread_condattr_destroy (&a);
+  configured = rep.role == RLOG_ROLE_PRIMARY &&
+    (repl_cfg.peer != NULL ||
+     (repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") == 0));
+  R.acked = R.written = R.durable = R.sent =
+    (struct point) { seq, epoch, lsn };
+  R.outbox = malloc (OUTBOX_MAX);
+  link_init (&R.link, repl_cfg.mode, repl_cfg.policy,
+             repl_cfg.sync_timeout_ms);
+  R.link.acked_seq = seq;
+}
+
+void
+repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end)
+{
+  pthread_mutex_lock (&R.lock);
+  mark_push (seq, lsn_end, 1);
+  R.written = R.durable = R.sent = (struct point) { seq, epoch, lsn_end };
+  pthread_mutex_unlock (&R.lock);
+}
+
+int
+repl_start (struct replica *r)
+{
+  int e;
+
+  if (!R.outbox || pipe2 (R.wake, O_CLOEXEC | O_NONBLOCK) == -1) {
+    nbdkit_error ("replica: replication setup: %m");
+    return -1;
+  }
+  memcpy (R.uuid, r->log->sb.volume_uuid, 16);
+  R.backing_size = r->log->sb.backing_size;
+  pthread_mutex_lock (&R.lock);
+  do_actions (step (LINK_EV_PEER_SET, 0, NULL), NULL);
+  pthread_mutex_unlock (&R.lock);
+  e = pthread_create (&R.thread, NULL, link_thread, NULL);
+  if (e) {
+    errno = e;
+    nbdkit_error ("replica: pthread_create: %m");
+    return -1;
+  }
+  R.running = true;
+  if (!(repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") == 0))
+    return spawn_start (r);
+  return 0;
+}
+
+void
+repl_stop (void)
+{
+  pthread_mutex_lock (&R.lock);
+  R.stopping = true;            /* (the replicator's end is expected) */
+  pthread_cond_broadcast (&R.acked_cond);
+  pthread_mutex_unlock (&R.lock);
+  spawn_stop ();
+  if (R.running) {
+    if (write (R.wake[1], "", 1) == -1) { /* awake anyway */ }
+    pthread_join (R.thread, NULL);
+    R.running = false;
+  }
+  pthread_mutex_lock (&R.lock);
+  if (R.fd >= 0)
+    close (R.fd);
+  R.fd = -1;
+  pthread_mutex_unlock (&R.lock);
+}
+
+/* Has the client of this request's connection gone away (or nbdkit
+ * begun to shut down)?  nbdkit_nanosleep says so without sleeping
+ * long.  (nbdkit 1.32 may abort with "raw_send_socket: Assertion
+ * `sock >= 0'" when many replies race to a connection the client
+ * closed; a writer whose client is gone stops waiting for the peer at
+ * once, as nbdkit's own sleeps do, instead of all replying together
+ * when the peer's acknowledgement comes.)
+ */
+static bool
+client_gone (void)
+{
+  bool gone;
+
+  pthread_mutex_unlock (&R.lock);
+  gone = nbdkit_nanosleep (0, 1) == -1;
+  pthread_mutex_lock (&R.lock);
+  return gone;
+}
+
+int
+repl_wait_acked (uint64_t seq, int *err)
+{
+  struct timespec ts;
+  int ret = 0;
+
+  if (!repl_active ())
+    return 0;
+  pthread_mutex_lock (&R.lock);
+  if (!link_may_ack (&R.link, seq))
+    do_actions (step (LINK_EV_WRITE_WAITING, seq, NULL), NULL);
+  while (!link_may_ack (&R.link, seq)) {
+    if (R.stopping || client_gone ()) {
+      *err = ESHUTDOWN;
+      ret = -1;
+      break;
+    }
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += TICK_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait (&R.acked_cond, &R.lock, &ts);
+  }
+  pthread_mutex_unlock (&R.lock);
+  return ret;
+}
+
+void
+repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch, uint64_t *lsn)
+{
+  if (!repl_active ())
+    return;
+  pthread_mutex_lock (&R.lock);
+  if (R.acked.lsn < *lsn) {
+    *seq = R.acked.seq;
+    *epoch = R.acked.epoch;
+    *lsn = R.acked.lsn;
+  }
+  pthread_mutex_unlock (&R.lock);
+}
+
+int
+repl_set_mode (const char *mode, const char **why)
+{
+  struct link_event ev = { .type = LINK_EV_SET_MODE };
+
+  if (strcmp (mode, "sync") == 0)
+    ev.mode = LINK_SYNC;
+  else if (strcmp (mode, "async") == 0)
+    ev.mode = LINK_ASYNC;
+  else {
+    *why = "unknown mode (use sync or async)";
+    return -1;
+  }
+  if (rep.role != RLOG_ROLE_PRIMARY) {
+    *why = "only a primary has a replication mode";
+    return -1;
+  }
+  pthread_mutex_lock (&R.lock);
+  ev.now_ms = now_ms ();
+  ev.local.head_seq = R.written.seq;
+  do_actions (link_step (&R.link, &ev), NULL);
+  repl_cfg.mode = ev.mode;
+  if (ev.mode == LINK_ASYNC)
+    send_written ();
+  pthread_mutex_unlock (&R.lock);
+  nbdkit_debug ("replica: mode set to %s", mode);
+  return 0;
+}
+
+static void
+add_u64 (json_object *o, const char *k, uint64_t v)
+{
+  json_object_object_add (o, k, json_object_new_uint64 (v));
+}
+
+/* head_seq: the journal's, for a primary without a peer. */
+void
+repl_status (json_object *o, uint64_t head_seq)
+{
+  struct timespec ts;
+  struct mark *m;
+  bool active = repl_active ();
+
+  pthread_mutex_lock (&R.lock);
+  json_object_object_add (o, "mode", json_object_new_string
+                          (R.link.mode == LINK_SYNC ? "sync" : "async"));
+  json_object_object_add (o, "peer", repl_cfg.peer
+                          ? json_object_new_string (repl_cfg.peer)
+                          : R.peer_uri[0]
+                          ? json_object_new_string (R.peer_uri) : NULL);
+  json_object_object_add (o, "link", json_object_new_string
+                          (active ? link_state_name (R.link.state)
+                           : "standalone"));
+  json_object_object_add (o, "link_error", active && R.link.reason[0]
+                          ? json_object_new_string (R.link.reason) : NULL);
+  json_object_object_add (o, "degraded",
+                          json_object_new_boolean (R.link.degraded));
+  json_object_object_add (o, "peer_outdated",
+                          json_object_new_boolean (R.link.peer_outdated));
+  add_u64 (o, "last_seq", active ? R.written.seq : head_seq);
+  add_u64 (o, "acked_seq", active ? R.acked.seq : head_seq);
+  add_u64 (o, "lag_entries", active ? R.lag_records : 0);
+  add_u64 (o, "lag_bytes", active ? R.written.lsn - R.acked.lsn : 0);
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  m = mark_first ();
+  add_u64 (o, "oldest_unacked_age_ms", active && m
+           ? ((uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec - m->t_ns)
+             / 1000000 : 0);
+  add_u64 (o, "link_bytes_sent", R.link_sent);
+  add_u64 (o, "link_bytes_received", R.link_recv);
+  add_u64 (o, "shipped_bytes", R.raw_shipped);
+  add_u64 (o, "shipped_wire_bytes", R.wire_shipped);
+  json_object_object_add (o, "compression_ratio", json_object_new_double
+                          (R.wire_shipped ? (double) R.raw_shipped /
+                           R.wire_shipped : 1.0));
+  add_u64 (o, "batches_shipped", R.batches);
+  add_u64 (o, "replicator_pid", R.pid);
+  add_u64 (o, "handshakes", R.handshakes);
+  add_u64 (o, "link_errors", R.link_errors);
+  pthread_mutex_unlock (&R.lock);
+}

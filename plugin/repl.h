@@ -1,0 +1,104 @@
+/* nbd-replica: replication, filter side (primary and secondary).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Primary (repl.c): the link state machine (common/link.c) fed by the
+ * replicator over the local channel (common/chan.h), the sync-mode
+ * gate on replies, the peer-acknowledged point that bounds the log's
+ * tail, and the lag accounting.  spawn.c starts and restarts
+ * nbd-replicator.  Secondary (secondary.c): the replication export.
+ */
+#ifndef REPLICA_REPL_H
+#define REPLICA_REPL_H
+
+#include <stdint.h>
+#include <stdbool.h>
+
+#include <json-c/json.h>
+#include <nbdkit-filter.h>
+
+#include "journal.h"
+#include "link.h"
+
+struct replica;
+
+/* replica-* keys of replication (replica.c passes them on). */
+struct repl_config {
+  char *peer;                   /* replica-peer URI, or NULL */
+  char *replicator;             /* replica-replicator: path, "external" */
+  char *tls_psk;
+  char *tls_username;
+  char *tls_certificates;
+  bool insecure;
+  bool compress;                /* replica-compress=lz4 */
+  enum link_mode mode;
+  enum link_sync_policy policy;
+  uint64_t sync_timeout_ms;
+};
+extern struct repl_config repl_cfg;
+
+/* Returns 0 if the key was taken, -1 on a bad value (error reported),
+ * 1 if the key is not a replication key.
+ */
+extern int repl_config_key (const char *key, const char *value);
+extern int repl_config_complete (unsigned role_key);
+#define repl_config_help \
+  "replica-mode=sync|async   Reply after the peer's log too (default: sync).\n" \
+  "replica-peer=<URI>        The secondary (nbds://host:port/, nbds+unix://...).\n" \
+  "replica-tls-psk=<FILE>    PSK keys file for the peer.\n" \
+  "replica-tls-username=<NAME>  PSK username (default: the login name).\n" \
+  "replica-tls-certificates=<DIR>  x509 directory for the peer.\n" \
+  "replica-insecure=yes      Allow a plaintext nbd:// peer.\n" \
+  "replica-compress=lz4|none Compress records on the link (default: none).\n" \
+  "replica-sync-timeout=<SECONDS>  Sync wait before degrading (default: 10).\n" \
+  "replica-sync-policy=degrade|wait  When the peer cannot ack in sync mode.\n" \
+  "replica-replicator=<PATH>|external  The replicator to start."
+
+/* Is this a primary with a peer (replica-peer or an external
+ * replicator)?  Then the log's tail is held at the peer's
+ * acknowledgement.
+ */
+extern bool repl_active (void);
+
+/* Before recovery: the peer holds everything up to the checkpoint. */
+extern void repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn);
+/* Recovery replayed a record the peer may not have. */
+extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end);
+extern int repl_start (struct replica *r);
+extern void repl_stop (void);
+
+/* journal_notify_fn for the primary's journal. */
+extern void repl_journal_notify (void *opaque, enum journal_event ev,
+                                 uint64_t seq, uint64_t epoch, uint64_t lsn,
+                                 size_t nrecs);
+/* Sync mode: wait until the reply for record seq may be sent.  Returns
+ * 0, or -1 with *err when nbdkit is shutting down.
+ */
+extern int repl_wait_acked (uint64_t seq, int *err);
+/* Never checkpoint past what the peer acknowledged. */
+extern void repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
+                                   uint64_t *lsn);
+
+/* control.c */
+extern void repl_attach (int fd);  /* takes the fd */
+extern int repl_set_mode (const char *mode, const char **why);
+extern void repl_status (json_object *o, uint64_t head_seq);
+
+/* spawn.c */
+extern int spawn_start (struct replica *r);
+extern void spawn_stop (void);
+
+/* secondary.c */
+struct conn;
+extern void secondary_init (uint64_t seq, uint64_t epoch);
+extern int secondary_open (struct conn *c);
+extern int secondary_pread (struct conn *c, void *buf, uint32_t count,
+                            uint64_t offset, int *err);
+extern int secondary_pwrite (nbdkit_next *next, struct conn *c,
+                             const void *buf, uint32_t count,
+                             uint64_t offset, int *err);
+/* Promote: refuse new batches, wait for those journaled to be applied. */
+extern void secondary_close (struct conn *c);
+extern void secondary_quiesce (void);
+extern void secondary_status (json_object *o);
+
+#endif /* REPLICA_REPL_H */

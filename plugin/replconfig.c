@@ -1,0 +1,212 @@
+/* nbd-replica: the replica-* keys of replication, checked before fork.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <math.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "repl.h"
+#include "wire.h"
+
+struct repl_config repl_cfg = {
+  .mode = LINK_SYNC,
+  .policy = LINK_SYNC_DEGRADE,
+  .sync_timeout_ms = LINK_SYNC_TIMEOUT_MS,
+};
+
+static int
+set_str (char **dst, const char *value)
+{
+  free (*dst);
+  *dst = strdup (value);
+  if (!*dst) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+parse_bool_key (const char *key, const char *value, bool *out)
+{
+  int r = nbdkit_parse_bool (value);
+
+  if (r == -1) {
+    nbdkit_error ("%s: expected yes or no, not '%s'", key, value);
+    return -1;
+  }
+  *out = r;
+  return 0;
+}
+
+static int
+parse_seconds (const char *key, const char *value, uint64_t *ms)
+{
+  char *end;
+  double s;
+
+  errno = 0;
+  s = strtod (value, &end);
+  if (errno || end == value || *end != '\0' || !isfinite (s) || s < 0 ||
+      s > 86400 * 365) {
+    nbdkit_error ("%s: '%s' is not a number of seconds", key, value);
+    return -1;
+  }
+  *ms = (uint64_t) (s * 1000);
+  return 0;
+}
+
+int
+repl_config_key (const char *key, const char *value)
+{
+  if (strcmp (key, "replica-peer") == 0)
+    return set_str (&repl_cfg.peer, value);
+  if (strcmp (key, "replica-replicator") == 0)
+    return set_str (&repl_cfg.replicator, value);
+  if (strcmp (key, "replica-tls-psk") == 0)
+    return set_str (&repl_cfg.tls_psk, value);
+  if (strcmp (key, "replica-tls-username") == 0)
+    return set_str (&repl_cfg.tls_username, value);
+  if (strcmp (key, "replica-tls-certificates") == 0)
+    return set_str (&repl_cfg.tls_certificates, value);
+  if (strcmp (key, "replica-insecure") == 0)
+    return parse_bool_key (key, value, &repl_cfg.insecure);
+  if (strcmp (key, "replica-sync-timeout") == 0)
+    return parse_seconds (key, value, &repl_cfg.sync_timeout_ms);
+  if (strcmp (key, "replica-mode") == 0) {
+    if (strcmp (value, "sync") == 0)
+      repl_cfg.mode = LINK_SYNC;
+    else if (strcmp (value, "async") == 0)
+      repl_cfg.mode = LINK_ASYNC;
+    else {
+      nbdkit_error ("replica-mode: unknown mode '%s' (use sync or async)",
+                    value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "replica-sync-policy") == 0) {
+    if (strcmp (value, "degrade") == 0)
+      repl_cfg.policy = LINK_SYNC_DEGRADE;
+    else if (strcmp (value, "wait") == 0)
+      repl_cfg.policy = LINK_SYNC_WAIT;
+    else {
+      nbdkit_error ("replica-sync-policy: unknown policy '%s' (use "
+                    "degrade or wait)", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "replica-compress") == 0) {
+    if (strcmp (value, "lz4") == 0)
+      repl_cfg.compress = true;
+    else if (strcmp (value, "none") == 0)
+      repl_cfg.compress = false;
+    else {
+      nbdkit_error ("replica-compress: unknown method '%s' (use lz4 or "
+                    "none)", value);
+      return -1;
+    }
+    return 0;
+  }
+  return 1;
+}
+
+/* The link is always TLS unless the admin says otherwise in so many
+ * words; the URI names the peer, never the export (the replicator opens
+ * the replication export itself).
+ */
+static int
+check_peer_uri (const char *uri)
+{
+  static const char *tls[] = { "nbds://", "nbds+unix://", "nbds+vsock://" };
+  static const char *plain[] = { "nbd://", "nbd+unix://", "nbd+vsock://" };
+  const char *rest = NULL, *path;
+  bool plaintext = false;
+
+  for (size_t i = 0; i < 3; ++i) {
+    if (strncmp (uri, tls[i], strlen (tls[i])) == 0)
+      rest = uri + strlen (tls[i]);
+    else if (strncmp (uri, plain[i], strlen (plain[i])) == 0) {
+      rest = uri + strlen (plain[i]);
+      plaintext = true;
+    }
+  }
+  if (!rest) {
+    nbdkit_error ("replica-peer: '%s' is not an NBD URI (use nbds://HOST:"
+                  "PORT/ or nbds+unix:///?socket=PATH)", uri);
+    return -1;
+  }
+  if (plaintext && !repl_cfg.insecure) {
+    nbdkit_error ("replica-peer: %s is a plaintext link: use nbds:// (TLS), "
+                  "or add replica-insecure=yes to replicate without "
+                  "encryption or authentication", uri);
+    return -1;
+  }
+  path = rest + strcspn (rest, "/?");
+  if (*path == '/' && path[1] != '\0' && path[1] != '?' &&
+      strncmp (path + 1, WIRE_EXPORT_NAME, strlen (WIRE_EXPORT_NAME)) != 0) {
+    nbdkit_error ("replica-peer: %s names an export; leave it out (the "
+                  "replicator always opens the peer's replication export)",
+                  uri);
+    return -1;
+  }
+  return 0;
+}
+
+int
+repl_config_complete (unsigned role_key)
+{
+  struct stat st;
+
+  if (repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") != 0 &&
+      access (repl_cfg.replicator, X_OK) == -1) {
+    nbdkit_error ("replica-replicator: %s: %m", repl_cfg.replicator);
+    return -1;
+  }
+  if (!repl_cfg.peer) {
+    if (repl_cfg.tls_psk || repl_cfg.tls_certificates ||
+        repl_cfg.tls_username || repl_cfg.compress) {
+      nbdkit_error ("replica-tls-*/replica-compress: these configure the "
+                    "link to the peer, but replica-peer is not given");
+      return -1;
+    }
+    if (repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") != 0) {
+      nbdkit_error ("replica-replicator: without replica-peer there is "
+                    "nothing to start (use replica-replicator=external for "
+                    "a replicator run on its own)");
+      return -1;
+    }
+    return 0;
+  }
+  if (role_key == RLOG_ROLE_SECONDARY) {
+    nbdkit_error ("replica-peer: a secondary has no peer to connect to (the "
+                  "primary connects to it): drop replica-peer");
+    return -1;
+  }
+  if (check_peer_uri (repl_cfg.peer) == -1)
+    return -1;
+  if (repl_cfg.tls_psk && access (repl_cfg.tls_psk, R_OK) == -1) {
+    nbdkit_error ("replica-tls-psk: %s: %m", repl_cfg.tls_psk);
+    return -1;
+  }
+  if (repl_cfg.tls_certificates &&
+      (stat (repl_cfg.tls_certificates, &st) == -1 || !S_ISDIR (st.st_mode))) {
+    nbdkit_error ("replica-tls-certificates: %s is not a directory",
+                  repl_cfg.tls_certificates);
+    return -1;
+  }
+  if (repl_cfg.tls_psk && repl_cfg.tls_certificates) {
+    nbdkit_error ("replica-tls-psk and replica-tls-certificates: give one "
+                  "or the other");
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,571 @@
+/* nbd-replica: the secondary's replication export.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * The replicator opens export "replica-replication" (WIRE_EXPORT_NAME)
+ * and speaks the protocol of common/wire.h with reads and writes:
+ *  - read of HELLO: who we are, what we hold, a fresh nonce;
+ *  - write of CONTROL: AUTH (an HMAC of the nonce with the pair secret),
+ *    ADOPT (an unpaired log takes the primary's volume and secret),
+ *    OUTDATED / UPTODATE; nothing else is accepted before AUTH or ADOPT;
+ *  - write of BATCH: records, checked whole (CRCs, continuity, bounds)
+ *    before any is used.
+ *
+ * A batch is queued to our journal in seq order (a batch waits for the
+ * one it follows; one that repeats records we hold skips them), made
+ * durable (the group commit covers the pipelined batches queued
+ * together), then applied to the backing in seq order, and only then
+ * is the NBD write replied to: the reply is the primary's proof that
+ * the peer holds the records durably (and has applied them).
+ */
+#include <stdio.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <time.h>
+#include <sys/random.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "repl.h"
+#include "conns.h"
+#include "wire.h"
+
+#define TURN_TIMEOUT_SEC 30
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  uint64_t enq_seq, enq_epoch;      /* last record queued to the journal */
+  uint64_t applied_seq, applied_epoch; /* last record applied */
+  bool quiesced;                    /* promoted: no more batches */
+  unsigned sessions;                /* authenticated replication conns */
+  uint64_t batches, records, bytes, refused;
+  char last_error[256];
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+void
+secondary_init (uint64_t seq, uint64_t epoch)
+{
+  S.enq_seq = S.applied_seq = seq;
+  S.enq_epoch = S.applied_epoch = epoch;
+}
+
+static int
+refuse (int *err, int e, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+static int
+refuse (int *err, int e, const char *fmt, ...)
+{
+  va_list ap;
+
+  pthread_mutex_lock (&S.lock);
+  va_start (ap, fmt);
+  vsnprintf (S.last_error, sizeof S.last_error, fmt, ap);
+  va_end (ap);
+  S.refused++;
+  nbdkit_error ("replica: replication: %s", S.last_error);
+  pthread_mutex_unlock (&S.lock);
+  *err = e;
+  return -1;
+}
+
+/* Any node serves the replication export's HELLO, so that a primary
+ * connecting to another primary learns that it is one (split brain);
+ * only a secondary accepts CONTROL and BATCH writes.
+ */
+int
+secondary_open (struct conn *c)
+{
+  if (getrandom (c->nonce, sizeof c->nonce, 0) != sizeof c->nonce) {
+    nbdkit_error ("getrandom: %m");
+    return -1;
+  }
+  c->repl = true;
+  return 0;
+}
+
+int
+secondary_pread (struct conn *c, void *buf, uint32_t count, uint64_t offset,
+                 int *err)
+{
+  struct wire_hello h = { 0 };
+  uint8_t msg[WIRE_MSG_SIZE];
+  struct rlog_sb sb;
+
+  if (offset != WIRE_HELLO_OFFSET || count != WIRE_MSG_SIZE) {
+    *err = EINVAL;
+    return -1;
+  }
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  memcpy (h.volume_uuid, sb.volume_uuid, 16);
+  h.role = sb.role;
+  h.flags = ((sb.flags & RLOG_SB_PAIRED) ? WIRE_HELLO_PAIRED : 0) |
+    ((sb.flags & RLOG_SB_OUTDATED) ? WIRE_HELLO_OUTDATED : 0);
+  h.backing_size = sb.backing_size;
+  pthread_mutex_lock (&S.lock);
+  h.durable_seq = h.applied_seq = S.applied_seq;
+  h.durable_epoch = S.applied_epoch;
+  pthread_mutex_unlock (&S.lock);
+  memcpy (h.nonce, c->nonce, 16);
+  wire_hello_encode (&h, msg);
+  memcpy (buf, msg, WIRE_MSG_SIZE);
+  return 0;
+}
+
+/* Pair with the primary: its volume UUID and secret, and the seq our
+ * log continues from, durably before anything else happens.
+ */
+static int
+adopt (struct conn *c, const struct wire_control *ctl, int *err)
+{
+  struct rlog_sb sb;
+  int r;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  if (sb.flags & RLOG_SB_PAIRED) {
+    pthread_mutex_unlock (&rep.log->sb_lock);
+    return refuse (err, EPERM, "adopt refused: this secondary is already "
+                   "paired with a volume");
+  }
+  if (ctl->backing_size != sb.backing_size) {
+    pthread_mutex_unlock (&rep.log->sb_lock);
+    return refuse (err, EINVAL, "adopt refused: the primary's disk has %"
+                   PRIu64 " bytes, ours %" PRIu64, ctl->backing_size,
+                   sb.backing_size);
+  }
+  memcpy (sb.volume_uuid, ctl->volume_uuid, 16);
+  memcpy (sb.pair_secret, ctl->secret, RLOG_SECRET_SIZE);
+  sb.flags |= RLOG_SB_PAIRED;
+  if (sb.seq_reserved < ctl->seq)
+    sb.seq_reserved = ctl->seq;
+  if (sb.epoch < ctl->epoch)
+    sb.epoch = ctl->epoch;
+  /* Our log is empty (a secondary appends nothing before it pairs):
+   * the checkpoint is where the first record goes, and it now stands
+   * for the primary's base point, which a restart must report.
+   */
+  sb.checkpoint_seq = ctl->seq;
+  sb.checkpoint_epoch = ctl->epoch;
+  r = rlog_sb_write_locked (rep.log, &sb);
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (r == -1)
+    return refuse (err, EIO, "adopt: writing the superblock: %m");
+  pthread_mutex_lock (&S.lock);
+  S.enq_seq = S.applied_seq = ctl->seq;
+  S.enq_epoch = S.applied_epoch = ctl->epoch;
+  pthread_mutex_unlock (&S.lock);
+  journal_rebase (&rep.journal, ctl->seq, ctl->epoch);
+  nbdkit_debug ("replica: paired with the primary's volume; continuing "
+                "from seq %" PRIu64, ctl->seq);
+  return 0;
+}
+
+static int
+set_outdated (bool outdated, int *err)
+{
+  struct rlog_sb sb;
+  int r = 0;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  if (!!(sb.flags & RLOG_SB_OUTDATED) != outdated) {
+    sb.flags ^= RLOG_SB_OUTDATED;
+    r = rlog_sb_write_locked (rep.log, &sb);
+  }
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (r == -1)
+    return refuse (err, EIO, "writing the superblock: %m");
+  nbdkit_debug ("replica: the primary says this secondary is %s",
+                outdated ? "outdated" : "up to date");
+  return 0;
+}
+
+static int
+control (struct conn *c, const void *buf, int *err)
+{
+  struct wire_control ctl;
+  enum wire_err e = wire_control_decode (buf, WIRE_MSG_SIZE, &ctl);
+  struct rlog_sb sb;
+
+  if (e != WIRE_OK)
+    return refuse (err, EINVAL, "bad control message: %s",
+                   wire_strerror (e));
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (ctl.type == WIRE_CTL_ADOPT && !(sb.flags & RLOG_SB_PAIRED)) {
+    if (adopt (c, &ctl, err) == -1)
+      return -1;
+  }
+  else if (!(sb.flags & RLOG_SB_PAIRED) ||
+           memcmp (ctl.volume_uuid, sb.volume_uuid, 16) != 0 ||
+           !wire_control_mac_ok (&ctl, c->nonce, sb.pair_secret))
+    return refuse (err, EPERM, "authentication failed: the writer does not "
+                   "hold this volume's pair secret");
+  if (!c->authed) {
+    c->authed = true;
+    pthread_mutex_lock (&S.lock);
+    S.sessions++;
+    pthread_mutex_unlock (&S.lock);
+  }
+  if (ctl.type == WIRE_CTL_OUTDATED || ctl.type == WIRE_CTL_UPTODATE)
+    return set_outdated (ctl.type == WIRE_CTL_OUTDATED, err);
+  return 0;
+}
+
+void
+secondary_close (struct conn *c)
+{
+  if (c->authed) {
+    pthread_mutex_lock (&S.lock);
+    S.sessions--;
+    pthread_mutex_unlock (&S.lock);
+  }
+}
+
+/* Collect the records of a batch that we do not hold yet. */
+struct collect {
+  struct jentry *ents;
+  size_t n;
+  uint64_t skip_upto;               /* records <= this we already have */
+  uint64_t skip_epoch;              /* ... the last of them of this epoch */
+  bool diverged;                    /* the batch contradicts what we hold */
+};
+
+static int
+collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
+{
+  struct collect *col = opaque;
+  struct jentry *e;
+
+  /* A record we hold must be ours (same epoch), and the first new one
+   * must follow what we hold by the continuity rule of the log.
+   */
+  if (r->seq <= col->skip_upto) {
+    if (r->seq == col->skip_upto && r->epoch != col->skip_epoch)
+      col->diverged = true;
+    return 0;
+  }
+  if (col->n == 0 &&
+      (r->epoch < col->skip_epoch ||
+       !(r->seq == col->skip_upto + 1 || r->epoch > col->skip_epoch)))
+    col->diverged = true;
+  e = &col->ents[col->n++];
+  memset (e, 0, sizeof *e);
+  e->op = r->op;
+  e->flags = r->flags;
+  e->offset = r->offset;
+  e->length = r->length;
+  e->seq = r->seq;
+  e->epoch = r->epoch;
+  if (r->op == RLOG_OP_WRITE) {
+    e->payload = payload;
+    e->payload_crc = rlog_payload_crc (payload, r->length);
+  }
+  return 0;
+}
+
+/* Wait (S.lock held) until *seq reaches want.  Batches stop waiting
+ * when the node is promoted (unless applying: what is journaled is
+ * applied first) or fails.
+ */
+static bool
+wait_turn (uint64_t *seq, bool applying, uint64_t want)
+{
+  struct timespec ts;
+  time_t deadline = time (NULL) + TURN_TIMEOUT_SEC;
+
+  while (*seq < want && (applying || !S.quiesced) &&
+         rep.state != VOL_FAILED && time (NULL) < deadline) {
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait (&S.cond, &S.lock, &ts);
+  }
+  return *seq >= want && rep.state != VOL_FAILED;
+}
+
+static int
+decode_batch (const uint8_t *buf, uint32_t count, struct wire_batch *b,
+              const uint8_t **records, uint8_t **owned, int *err)
+{
+  char why[256];
+
+  if (wire_batch_unpack (buf, count, rep.log->sb.backing_size, b, records,
+                         owned, why, sizeof why) != WIRE_OK)
+    return refuse (err, EINVAL, "%s", why);
+  return 0;
+}
+
+/* Split the records into units the journal takes (at most a quarter
+ * of our ring each: the primary's ring, hence its batches, may be
+ * larger than ours).
+ */
+static size_t
+split_units (struct jentry *ents, size_t n, struct junit *units)
+{
+  uint64_t max = journal_max_unit_bytes (&rep.journal), bytes = 0;
+  size_t nu = 0;
+
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t sz = rlog_rec_size (ents[i].op == RLOG_OP_WRITE
+                                 ? ents[i].length : 0);
+    if (nu == 0 || bytes + sz > max) {
+      units[nu++] = (struct junit) { .entries = &ents[i] };
+      bytes = 0;
+    }
+    units[nu - 1].n++;
+    bytes += sz;
+  }
+  return nu;
+}
+
+/* Apply one durable unit.  Returns 0, or 1: the backing failed after
+ * the records were durable; they stay pinned in flight (the caller must
+ * not free them: replay applies them at the next start).
+ */
+static int
+apply_unit (struct junit *u, int *err)
+{
+  for (size_t i = 0; i < u->n; ++i) {
+    struct jentry *e = &u->entries[i];
+    int berr = 0, ar;
+
+    /* Through the filter's own context, which checkpoints flush (and
+     * whose capabilities were queried at start).
+     */
+    plugin_call_begin ();
+    ar = replica_apply (rep.ctx, e->op, e->flags, e->payload, e->length,
+                        e->offset, &berr);
+    plugin_call_end ();
+    if (ar == -1) {
+      replica_fail (&rep, berr, "backing %s failed at offset %" PRIu64
+                    " (replicated seq %" PRIu64 "): %s; the record is kept "
+                    "in the log and is replayed at the next start",
+                    rlog_op_name (e->op), e->offset, e->seq,
+                    strerror (berr));
+      *err = EIO;
+      return 1;
+    }
+    journal_complete (&rep.journal, e);
+  }
+  pthread_mutex_lock (&S.lock);
+  S.applied_seq = u->entries[u->n - 1].seq;
+  S.applied_epoch = u->entries[u->n - 1].epoch;
+  pthread_cond_broadcast (&S.cond);
+  pthread_mutex_unlock (&S.lock);
+  return 0;
+}
+
+/* Units queued in order; each is applied once durable, after the batch
+ * queued before ours (which ended at seq after) is applied, so space is
+ * freed as we go even when a batch is larger than our ring.  Returns 0,
+ * -1, or 1 (records pinned, see apply_unit).
+ */
+static int
+commit_units (struct junit *units, size_t nu, uint64_t after, int *err)
+{
+  size_t i;
+  int ret = 0;
+  bool ok;
+
+  pthread_mutex_lock (&S.lock);
+  ok = wait_turn (&S.applied_seq, true, after) && S.applied_seq == after;
+  pthread_mutex_unlock (&S.lock);
+  if (!ok) {
+    refuse (err, EIO, "records after seq %" PRIu64 " could not be applied "
+            "in order", after);
+    ret = -1;
+  }
+  for (i = 0; i < nu; ++i) {
+    if (journal_wait (&rep.journal, &units[i]) == -1) {
+      if (ret == 0)
+        replica_fail (&rep, errno, "journaling replicated records failed: "
+                      "%m");
+      *err = EIO;
+      ret = ret ? ret : -1;
+    }
+    else if (ret == 0)
+      ret = apply_unit (&units[i], err);
+  }
+  if (ret) {
+    /* Later batches wait for this one: wake them, to fail. */
+    pthread_mutex_lock (&S.lock);
+    pthread_cond_broadcast (&S.cond);
+    pthread_mutex_unlock (&S.lock);
+  }
+  return ret;
+}
+
+static int
+batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
+       int *err)
+{
+  struct wire_batch b;
+  const uint8_t *records = NULL;
+  uint8_t *owned = NULL;
+  struct collect col = { 0 };
+  struct junit *units = NULL;
+  size_t nu = 0;
+  uint64_t after;
+  int ret = -1;
+
+  if (!c->authed)
+    return refuse (err, EPERM, "batch refused: the writer has not "
+                   "authenticated");
+  if (decode_batch (buf, count, &b, &records, &owned, err) == -1)
+    return -1;
+  col.ents = calloc (b.count, sizeof *col.ents);
+  units = calloc (b.count, sizeof *units);
+  if (!col.ents || !units) {
+    refuse (err, ENOMEM, "calloc: %m");
+    goto out;
+  }
+
+  /* Our turn: the records this batch follows are queued. */
+  pthread_mutex_lock (&S.lock);
+  if (!wait_turn (&S.enq_seq, false, b.prev_seq)) {
+    bool promoted = S.quiesced;
+    pthread_mutex_unlock (&S.lock);
+    if (promoted)
+      refuse (err, EPERM, "batch refused: this node was promoted");
+    else
+      refuse (err, EIO, "batch after seq %" PRIu64 " waited %d s for its "
+              "predecessor", b.prev_seq, TURN_TIMEOUT_SEC);
+    goto out;
+  }
+  if (S.enq_seq == b.prev_seq && S.enq_epoch != b.prev_epoch) {
+    uint64_t ours = S.enq_epoch;
+    pthread_mutex_unlock (&S.lock);
+    refuse (err, EINVAL, "batch follows seq %" PRIu64 " of epoch %" PRIu64
+            ", ours is of epoch %" PRIu64 " (diverged)", b.prev_seq,
+            b.prev_epoch, ours);
+    goto out;
+  }
+  /* Records we hold already (a batch resent after a reconnect) are
+   * skipped; the rest continue from what we hold.
+   */
+  col.skip_upto = after = S.enq_seq;
+  col.skip_epoch = S.enq_epoch;
+  wire_batch_walk (&b, records, b.raw_len, rep.log->sb.backing_size,
+                   collect_one, &col, (char[8]) { 0 }, 8);
+  if (col.diverged) {
+    uint64_t ours = S.enq_seq, epoch = S.enq_epoch;
+    pthread_mutex_unlock (&S.lock);
+    refuse (err, EINVAL, "batch after seq %" PRIu64 " does not continue "
+            "our seq %" PRIu64 " of epoch %" PRIu64 " (diverged)",
+            b.prev_seq, ours, epoch);
+    goto out;
+  }
+  if (col.n > 0) {
+    nu = split_units (col.ents, col.n, units);
+    for (size_t i = 0; i < nu; ++i) {
+      if (journal_enqueue (&rep.journal, &units[i]) == -1) {
+        int e = errno;
+        pthread_mutex_unlock (&S.lock);
+        replica_fail (&rep, e, "journaling replicated records failed: %s",
+                      strerror (e));
+        /* Wait out the units already queued (they fail now). */
+        for (size_t k = 0; k < i; ++k)
+          journal_wait (&rep.journal, &units[k]);
+        *err = EIO;
+        goto out;
+      }
+    }
+    S.enq_seq = col.ents[col.n - 1].seq;
+    S.enq_epoch = col.ents[col.n - 1].epoch;
+    pthread_cond_broadcast (&S.cond);
+  }
+  S.batches++;
+  S.records += col.n;
+  S.bytes += count;
+  pthread_mutex_unlock (&S.lock);
+
+  if (col.n == 0) {
+    /* Everything repeated: reply once what we hold is applied (and
+     * only then: the reply says the records are durable here).
+     */
+    bool ok;
+    pthread_mutex_lock (&S.lock);
+    ok = wait_turn (&S.applied_seq, true, b.last_seq);
+    pthread_mutex_unlock (&S.lock);
+    if (ok)
+      ret = 0;
+    else
+      refuse (err, EIO, "records up to seq %" PRIu64 " could not be "
+              "applied", b.last_seq);
+    goto out;
+  }
+  ret = commit_units (units, nu, after, err);
+  if (ret == 1) {
+    /* pinned in flight: never free the entries nor their payloads */
+    col.ents = NULL;
+    owned = NULL;
+    ret = -1;
+  }
+ out:
+  free (units);
+  free (col.ents);
+  free (owned);
+  return ret;
+}
+
+int
+secondary_pwrite (nbdkit_next *next, struct conn *c, const void *buf,
+                  uint32_t count, uint64_t offset, int *err)
+{
+  if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) != RLOG_ROLE_SECONDARY)
+    return refuse (err, EPERM, "replication write refused: this node is a "
+                   "primary");
+  if (offset == WIRE_CONTROL_OFFSET && count == WIRE_MSG_SIZE)
+    return control (c, buf, err);
+  if (offset >= WIRE_BATCH_BASE && count >= WIRE_BATCH_HDR_SIZE)
+    return batch (next, c, buf, count, err);
+  *err = EINVAL;
+  return -1;
+}
+
+void
+secondary_quiesce (void)
+{
+  pthread_mutex_lock (&S.lock);
+  S.quiesced = true;
+  pthread_cond_broadcast (&S.cond);
+  /* Batches already queued to the journal are applied first. */
+  while (S.applied_seq != S.enq_seq && rep.state != VOL_FAILED) {
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait (&S.cond, &S.lock, &ts);
+  }
+  pthread_mutex_unlock (&S.lock);
+}
+
+static void
+add_u64 (json_object *o, const char *k, uint64_t v)
+{
+  json_object_object_add (o, k, json_object_new_uint64 (v));
+}
+
+void
+secondary_status (json_object *o)
+{
+  pthread_mutex_lock (&S.lock);
+  json_object_object_add (o, "link", json_object_new_string
+                          (S.sessions ? "replicating" : "waiting"));
+  add_u64 (o, "applied_seq", S.applied_seq);
+  add_u64 (o, "received_seq", S.enq_seq);
+  add_u64 (o, "batches_received", S.batches);
+  add_u64 (o, "records_received", S.records);
+  add_u64 (o, "link_bytes_received", S.bytes);
+  add_u64 (o, "refused", S.refused);
+  json_object_object_add (o, "link_error", S.last_error[0]
+                          ? json_object_new_string (S.last_error) : NULL);
+  pthread_mutex_unlock (&S.lock);
+}

@@ -1,0 +1,212 @@
+/* nbd-replicator: command line.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * Everything that can be checked without the network is checked here,
+ * before the daemon starts: a bad option is one line naming it, and
+ * exit 1.  The peer URI always opens the secondary's replication export
+ * (WIRE_EXPORT_NAME): a URI naming another export is refused rather
+ * than silently redirected, and plaintext schemes need --insecure
+ * (fail closed).
+ */
+#include <stdio.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <getopt.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "replicator.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "unknown"
+#endif
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+"usage: " PROG " --control SOCKET --peer URI [OPTIONS]\n"
+"Ships the replica filter's log records to the secondary.\n"
+"\n"
+"  --control SOCKET         the filter's control socket (replica-control=)\n"
+"  --peer URI               the secondary: nbds://[USER@]HOST[:PORT]/ or\n"
+"                           nbds+unix://[USER@]/?socket=PATH; the export\n"
+"                           is always " WIRE_EXPORT_NAME "\n"
+"  --tls-psk FILE           TLS pre-shared key file (with --tls-username)\n"
+"  --tls-username NAME      TLS PSK username\n"
+"  --tls-certificates DIR   TLS X.509 certificates directory\n"
+"  --insecure               allow plaintext nbd:// and nbd+unix:// URIs\n"
+"  --compress lz4|none      compress batches with LZ4 (default: none)\n"
+"  --debug                  verbose messages on stderr\n"
+"  --help                   this help\n"
+"  --version                print the version\n");
+}
+
+static void __attribute__ ((noreturn, format (printf, 1, 2)))
+die (const char *fmt, ...)
+{
+  va_list ap;
+  char line[1024];
+
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, PROG ": %s\n", line);
+  exit (EXIT_FAILURE);
+}
+
+/* Split scheme://authority[/path][?query][#fragment] and put
+ * "/" WIRE_EXPORT_NAME as the path.  The export name must not be
+ * chosen by the URI: an empty path or "/" (or the replication export
+ * itself) is accepted, anything else refused.
+ */
+char *
+uri_rewrite (const char *uri, bool *plain, char **user,
+             char *why, size_t whylen)
+{
+  static const struct { const char *scheme; bool plain; } schemes[] = {
+    { "nbds", false }, { "nbds+unix", false }, { "nbds+vsock", false },
+    { "nbd", true }, { "nbd+unix", true }, { "nbd+vsock", true },
+  };
+  const char *sep = strstr (uri, "://");
+  const char *auth, *path, *rest;
+  size_t slen, alen, plen;
+  size_t i;
+  char *out;
+
+  *user = NULL;
+  if (!sep) {
+    snprintf (why, whylen, "not an NBD URI (scheme://...): %s", uri);
+    return NULL;
+  }
+  slen = sep - uri;
+  for (i = 0; i < sizeof schemes / sizeof schemes[0]; ++i)
+    if (strlen (schemes[i].scheme) == slen &&
+        strncmp (uri, schemes[i].scheme, slen) == 0)
+      break;
+  if (i == sizeof schemes / sizeof schemes[0]) {
+    snprintf (why, whylen, "unknown URI scheme '%.*s' (nbds://, "
+              "nbds+unix://)", (int) slen, uri);
+    return NULL;
+  }
+  *plain = schemes[i].plain;
+
+  auth = sep + 3;
+  alen = strcspn (auth, "/?#");
+  path = auth + alen;
+  plen = *path == '/' ? strcspn (path, "?#") : 0;
+  rest = path + plen;
+  if (plen > 1 &&
+      !(plen == 1 + strlen (WIRE_EXPORT_NAME) &&
+        strncmp (path + 1, WIRE_EXPORT_NAME, plen - 1) == 0)) {
+    snprintf (why, whylen, "the URI names export '%.*s': leave the path "
+              "empty, the replicator always opens " WIRE_EXPORT_NAME,
+              (int) (plen - 1), path + 1);
+    return NULL;
+  }
+  {
+    const char *at = memchr (auth, '@', alen);
+    if (at)
+      *user = strndup (auth, at - auth);
+  }
+  if (asprintf (&out, "%.*s/" WIRE_EXPORT_NAME "%s",
+                (int) (path - uri), uri, rest) == -1) {
+    free (*user);
+    *user = NULL;
+    snprintf (why, whylen, "asprintf: %m");
+    return NULL;
+  }
+  return out;
+}
+
+void
+options_parse (struct options *o, int argc, char **argv)
+{
+  enum { O_CONTROL = 256, O_PEER, O_PSK, O_USER, O_CERTS, O_INSECURE,
+         O_COMPRESS, O_DEBUG, O_HELP, O_VERSION };
+  static const struct option longopts[] = {
+    { "control", required_argument, NULL, O_CONTROL },
+    { "peer", required_argument, NULL, O_PEER },
+    { "tls-psk", required_argument, NULL, O_PSK },
+    { "tls-username", required_argument, NULL, O_USER },
+    { "tls-certificates", required_argument, NULL, O_CERTS },
+    { "insecure", no_argument, NULL, O_INSECURE },
+    { "compress", required_argument, NULL, O_COMPRESS },
+    { "debug", no_argument, NULL, O_DEBUG },
+    { "help", no_argument, NULL, O_HELP },
+    { "version", no_argument, NULL, O_VERSION },
+    { NULL },
+  };
+  char why[512];
+  char *uri_user;
+  struct stat st;
+  int c;
+
+  memset (o, 0, sizeof *o);
+  opterr = 0;                   /* our own one-line messages */
+  while ((c = getopt_long (argc, argv, ":", longopts, NULL)) != -1) {
+    switch (c) {
+    case O_CONTROL: o->control = optarg; break;
+    case O_PEER: o->peer_uri = optarg; break;
+    case O_PSK: o->tls_psk = optarg; break;
+    case O_USER: o->tls_username = optarg; break;
+    case O_CERTS: o->tls_certificates = optarg; break;
+    case O_INSECURE: o->insecure = true; break;
+    case O_COMPRESS:
+      if (strcmp (optarg, "lz4") == 0)
+        o->compress = true;
+      else if (strcmp (optarg, "none") == 0)
+        o->compress = false;
+      else
+        die ("--compress: unknown method '%s' (lz4 or none)", optarg);
+      break;
+    case O_DEBUG: debug_flag = true; break;
+    case O_HELP: usage (stdout); exit (EXIT_SUCCESS);
+    case O_VERSION:
+      printf ("%s %s\n", PROG, PACKAGE_VERSION);
+      exit (EXIT_SUCCESS);
+    case ':':
+      die ("%s: missing argument (see --help)", argv[optind - 1]);
+    default:
+      if (optopt >= O_CONTROL)
+        die ("%s: takes no argument (see --help)", argv[optind - 1]);
+      die ("unknown option '%s' (see --help)", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    die ("unexpected argument '%s' (see --help)", argv[optind]);
+  if (!o->control)
+    die ("--control SOCKET is required (see --help)");
+  if (!o->peer_uri)
+    die ("--peer URI is required (see --help)");
+
+  o->peer_uri_rw = uri_rewrite (o->peer_uri, &o->peer_plain, &uri_user,
+                                why, sizeof why);
+  if (!o->peer_uri_rw)
+    die ("--peer: %s", why);
+  if (o->peer_plain && !o->insecure)
+    die ("--peer: %s is a plaintext URI: use nbds:// or nbds+unix://, "
+         "or add --insecure", o->peer_uri);
+  if (uri_user && o->tls_username && strcmp (uri_user, o->tls_username) != 0)
+    die ("--tls-username: '%s' conflicts with user '%s' in --peer",
+         o->tls_username, uri_user);
+  free (uri_user);
+
+  if (o->tls_psk && access (o->tls_psk, R_OK) == -1)
+    die ("--tls-psk: cannot read %s: %m", o->tls_psk);
+  if (o->tls_psk && stat (o->tls_psk, &st) == 0 && !S_ISREG (st.st_mode))
+    die ("--tls-psk: %s is not a regular file", o->tls_psk);
+  if (o->tls_certificates) {
+    if (stat (o->tls_certificates, &st) == -1)
+      die ("--tls-certificates: %s: %m", o->tls_certificates);
+    if (!S_ISDIR (st.st_mode))
+      die ("--tls-certificates: %s is not a directory", o->tls_certificates);
+  }
+  if (o->tls_psk && o->tls_certificates)
+    die ("--tls-psk and --tls-certificates are mutually exclusive");
+  if ((o->tls_psk || o->tls_certificates || o->tls_username) &&
+      o->peer_plain)
+    die ("--peer: %s is a plaintext URI, but TLS options were given",
+         o->peer_uri);
+}

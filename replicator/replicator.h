@@ -1,0 +1,221 @@
+/* nbd-replicator: shared declarations.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * The replicator is one thread around one poll() loop (main.c).  It
+ * holds two connections: the channel to the filter (chanclient.c,
+ * protocol in common/chan.h), which says what to do, and the libnbd
+ * handle to the secondary (peer.c, protocol in common/wire.h), which
+ * it does it with.  session.c turns channel frames into peer actions;
+ * reader.c and batch.c read records from the log (read-only: the
+ * filter owns it) and pack them for the wire.
+ *
+ * Nothing here exits on a peer error: every failure of the link is
+ * reported to the filter as CHAN_LINKDOWN and the replicator waits for
+ * the next CHAN_CONNECT.
+ */
+#ifndef REPLICATOR_H
+#define REPLICATOR_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libnbd.h>
+
+#include "chan.h"
+#include "logfile.h"
+#include "wire.h"
+
+#define PROG "nbd-replicator"
+
+/* Pipeline limits (batches in flight on the link). */
+#define MAX_INFLIGHT_BATCHES   16
+#define MAX_INFLIGHT_RAW       (128ULL << 20)
+#define CONNECT_TIMEOUT_MS     10000  /* connect + HELLO */
+#define REPLY_TIMEOUT_MS       120000 /* no reply at all while busy */
+#define STATS_INTERVAL_MS      1000
+#define POLL_TIMEOUT_MS        100
+
+/* options.c */
+struct options {
+  const char *control;           /* the filter's control socket */
+  const char *peer_uri;          /* as given (reported in CHAN_HELLO) */
+  char *peer_uri_rw;             /* path rewritten to WIRE_EXPORT_NAME */
+  bool peer_plain;               /* nbd://, nbd+unix://, nbd+vsock:// */
+  const char *tls_psk;
+  const char *tls_username;
+  const char *tls_certificates;
+  bool insecure;
+  bool compress;                 /* --compress lz4 */
+};
+extern void options_parse (struct options *o, int argc, char **argv);
+/* Rewrite uri's path to "/" WIRE_EXPORT_NAME; *plain says whether the
+ * scheme is a plaintext one.  Returns the new string (malloc'd), or
+ * NULL with a reason in why.  Exported for the option parser only.
+ */
+extern char *uri_rewrite (const char *uri, bool *plain, char **user,
+                          char *why, size_t whylen);
+
+/* msg.c */
+extern bool debug_flag;
+extern void msg (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern void dbg (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern uint64_t now_ms (void);
+
+/* chanclient.c: nonblocking framed channel to the filter. */
+struct chanc {
+  int fd;                        /* -1 when not attached */
+  uint8_t *in;                   /* received, not yet parsed */
+  size_t in_len;
+  uint8_t *out;                  /* queued, not yet written */
+  size_t out_len, out_cap;
+  bool got_frame;                /* the filter accepted the attach */
+  bool broken;                   /* drop the channel (why says why) */
+  char why[256];
+};
+typedef void (*chanc_frame_fn) (void *opaque, const struct chan_msg *m);
+extern void chanc_init (struct chanc *c);
+extern int chanc_connect (struct chanc *c, const char *path,
+                          char *err, size_t errlen);
+extern void chanc_close (struct chanc *c);
+extern void chanc_send (struct chanc *c, const struct chan_msg *m);
+extern void chanc_sendf (struct chanc *c, uint16_t type, uint64_t a,
+                         uint64_t b, uint64_t cc, uint64_t d, uint64_t e,
+                         const char *text);
+extern void chanc_flush (struct chanc *c);
+extern void chanc_read (struct chanc *c, chanc_frame_fn fn, void *opaque);
+extern void chanc_break (struct chanc *c, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* reader.c: records of the log, never at or beyond a limit LSN. */
+struct reader {
+  struct rlog *log;
+  struct rlog_scan s;
+  bool scanning;                 /* s is initialised at lsn */
+  uint64_t lsn;                  /* where the next record starts */
+  uint64_t prev_seq, prev_epoch; /* the last record read */
+};
+extern void reader_start (struct reader *r, struct rlog *log, uint64_t lsn,
+                          uint64_t prev_seq, uint64_t prev_epoch);
+extern void reader_stop (struct reader *r);
+/* 1: a record (*hdr = its header as read, payload after it), 0: none
+ * below limit yet, -1: the log is unreadable (why).
+ */
+extern int reader_next (struct reader *r, uint64_t limit,
+                        struct rlog_rec *rec, const uint8_t **hdr,
+                        char *why, size_t whylen);
+/* Find seq S (epoch E) in the log after the point (seq, epoch, lsn),
+ * below limit.  Returns 1 (found: *resume = lsn after it), 0 (not
+ * there: passed it, or reached limit), -1 (log unreadable: why).
+ */
+extern int reader_locate (struct rlog *log, uint64_t seq, uint64_t epoch,
+                          uint64_t lsn, uint64_t limit, uint64_t S,
+                          uint64_t E, uint64_t *resume,
+                          char *why, size_t whylen);
+
+/* One NBD command in flight: its completion callback fills this. */
+struct stats;
+struct op {
+  bool busy;                     /* submitted, not yet completed */
+  bool done;
+  int err;                       /* errno of a failed completion */
+  uint64_t reply_bytes;          /* counted into stats on completion */
+  struct stats *st;
+};
+
+/* batch.c */
+struct batch {
+  struct batch *next;
+  struct op op;
+  struct wire_batch wb;
+  uint8_t *buf;                  /* header + wire bytes */
+  size_t cap;
+  uint64_t last_epoch;           /* of last_seq */
+  uint64_t end_lsn;              /* lsn after the last record */
+  uint64_t no;                   /* batch number on this connection */
+};
+/* Fill b from the reader: records below limit, at most budget raw
+ * bytes.  1: built, 0: nothing to ship, -1: error (why).
+ */
+extern int batch_build (struct batch *b, struct reader *r, uint64_t limit,
+                        size_t budget, bool lz4, char *why, size_t whylen);
+extern void batch_free (struct batch *b);
+
+/* peer.c */
+struct stats {
+  uint64_t sent, received;       /* NBD protocol bytes on the link */
+  uint64_t raw, wire;            /* record bytes shipped, and on the wire */
+  uint64_t batches;
+};
+
+enum peer_state {
+  PEER_IDLE = 0,                 /* no handle */
+  PEER_CONNECTING,               /* nbd_aio_connect_uri in progress */
+  PEER_HELLO,                    /* reading HELLO */
+  PEER_WAIT,                     /* CHAN_PEER sent: wait for SHIP */
+  PEER_AUTH,                     /* AUTH or ADOPT CONTROL in flight */
+  PEER_SHIPPING,
+};
+
+#define MAX_TELLS 8
+
+struct peer {
+  struct nbd_handle *h;
+  enum peer_state state;
+  uint64_t deadline_ms;          /* CONNECTING, HELLO */
+  uint64_t last_reply_ms;        /* for REPLY_TIMEOUT_MS */
+  uint64_t cseq, cepoch, clsn;   /* the CONNECT point */
+  uint8_t hello_buf[WIRE_MSG_SIZE];
+  struct op hello_op;
+  struct wire_hello hello;
+  uint8_t ctl_buf[WIRE_MSG_SIZE];
+  struct op ctl_op;
+  uint32_t ctl_type;             /* of the CONTROL in flight */
+  struct { uint32_t type; uint64_t seq; } tells[MAX_TELLS];
+  unsigned ntells;               /* queued CHAN_TELLs */
+  struct reader rd;              /* shipping position */
+  struct batch *head, *tail;     /* in flight, oldest first */
+  unsigned inflight;
+  uint64_t raw_inflight;
+  uint64_t batch_no;
+};
+
+/* The whole daemon. */
+struct repl {
+  const struct options *opt;
+  struct chanc ch;
+  struct rlog *log;
+  char *log_path;                /* from CONFIG */
+  char log_err[CHAN_TEXT_MAX];   /* why the log could not be opened */
+  bool written_known;            /* a WRITTEN since attach/RESET */
+  uint64_t written_lsn;          /* the log may be read below this */
+  struct peer peer;
+  struct stats st;
+  uint64_t next_stats_ms;
+};
+
+extern void peer_init (struct peer *p);
+extern void peer_close (struct repl *r);
+extern void peer_linkdown (struct repl *r, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+extern void peer_connect (struct repl *r, uint64_t seq, uint64_t epoch,
+                          uint64_t lsn);
+extern void peer_ship (struct repl *r, uint64_t seq, uint64_t epoch,
+                       uint64_t lsn, bool adopt);
+extern void peer_tell (struct repl *r, uint32_t type, uint64_t seq);
+/* Before poll: the fd and events to wait for (fd -1: none). */
+extern int peer_pollfd (struct repl *r, short *events);
+/* After poll: the revents of that fd. */
+extern void peer_notify (struct repl *r, short revents);
+/* Advance: handshake steps, completions, acks, shipping. */
+extern void peer_progress (struct repl *r);
+
+/* session.c */
+extern void session_frame (void *opaque, const struct chan_msg *m);
+extern void session_attached (struct repl *r);
+extern void session_detach (struct repl *r);
+extern void session_tick (struct repl *r);
+
+#endif /* REPLICATOR_H */

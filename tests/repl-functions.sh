@@ -1,0 +1,93 @@
+# nbd-replica: helpers of the replication tests (sourced after
+# functions.sh).  Copyright (C) 2026 the nbd-replica authors.
+# BSD-3-Clause, see COPYING.
+#
+# A pair on this machine: the secondary serves $TMPD/sec.sock with TLS
+# (PSK user "replica", keys $TMPD/keys.psk), log $TMPD/sec.log, control
+# $TMPD/sec.ctl; the primary serves $TMPD/pri.sock in plaintext to its
+# clients, log $TMPD/pri.log, control $TMPD/pri.ctl, and replicates to
+# the secondary.
+
+STAMP="/usr/bin/python3 $SRCDIR/tests/stamp.py"
+
+make_psk ()
+{
+    (umask 077; printf 'replica:%s\n' \
+        "$(head -c 32 /dev/urandom | xxd -p -c 64)" > "${1:-$TMPD/keys.psk}")
+}
+
+PRI_URI=
+SEC_URI=
+pri_uri () { echo "nbd+unix:///?socket=$TMPD/pri.sock"; }
+# A client of the secondary (TLS, the default export).
+sec_uri () {
+    echo "nbds+unix://replica@/?socket=$TMPD/sec.sock&tls-psk-file=$TMPD/keys.psk"
+}
+
+# sec_nbdsh ARGS...: nbdsh connected to the secondary (a PSK file in a
+# URI needs set_uri_allow_local_file).
+sec_nbdsh ()
+{
+    nbdsh -c "h.set_uri_allow_local_file(True)" \
+          -c "h.connect_uri('$(sec_uri)')" "$@"
+}
+
+# start_secondary DISK [ARGS...]: sets SEC_PID.
+start_secondary ()
+{
+    local disk=$1
+    shift
+    READY_URI=$(sec_uri) start_nbdkit "$TMPD/sec.sock" "$TMPD/sec.err" \
+        --tls=require --tls-psk="$TMPD/keys.psk" \
+        file "$disk" replica-role=secondary replica-log="$TMPD/sec.log" \
+        replica-log-size="${LOG_SIZE:-64M}" replica-control="$TMPD/sec.ctl" \
+        "$@"
+    SEC_PID=$NBDKIT_PID
+}
+
+# start_primary DISK MODE [ARGS...]: sets PRI_PID.
+start_primary ()
+{
+    local disk=$1 mode=$2
+    shift 2
+    start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" \
+        file "$disk" replica-log="$TMPD/pri.log" \
+        replica-log-size="${LOG_SIZE:-64M}" replica-control="$TMPD/pri.ctl" \
+        replica-mode="$mode" \
+        replica-peer="nbds+unix://replica@/?socket=$TMPD/sec.sock" \
+        replica-tls-psk="$TMPD/keys.psk" "$@"
+    PRI_PID=$NBDKIT_PID
+}
+
+# wait_field CONTROL KEY VALUE [SECONDS]: until status shows it.
+wait_field ()
+{
+    local ctl=$1 key=$2 want=$3 secs=${4:-30} i v=
+    for i in $(seq 1 $((secs * 10))); do
+        v=$(status_field "$ctl" "$key" 2>/dev/null || true)
+        [ "$v" = "$want" ] && return 0
+        sleep 0.1
+    done
+    "$REPLICACTL" --control "$ctl" status >&2 || true
+    fail "$ctl: $key is '$v', not '$want' after $secs s"
+}
+
+# The replicator the primary's filter started (and registered for the
+# cleanup: it must not outlive the test).
+replicator_pid ()
+{
+    local p
+    p=$(status_field "$TMPD/pri.ctl" replicator_pid)
+    [ "$p" != 0 ] && register_pid "$p"
+    echo "$p"
+}
+
+# same_volumes: the primary's and the secondary's volumes are equal.
+same_volumes ()
+{
+    nbdcopy "$(pri_uri)" "$TMPD/pri.copy"
+    nbdcopy "$(sec_uri)" "$TMPD/sec.copy"
+    cmp "$TMPD/pri.copy" "$TMPD/sec.copy" ||
+        fail "the secondary's volume differs from the primary's"
+    rm -f "$TMPD/pri.copy" "$TMPD/sec.copy"
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The replication link is TLS and the secondary trusts only its primary:
+#  - a client holding the secondary's TLS key but not the pair secret
+#    cannot write to the replication export (tests/wire-inject.c);
+#  - a primary with the wrong PSK never replicates;
+#  - a plaintext peer is refused at startup without replica-insecure=yes,
+#    and refused by a TLS-only secondary even with it;
+#  - an x509 setup replicates.
+source "$SRCDIR/tests/functions.sh"
+source "$SRCDIR/tests/repl-functions.sh"
+requires certtool --version
+make_tmpdir
+make_psk
+truncate -s 64M "$TMPD/pri.img" "$TMPD/sec.img"
+LOG_SIZE=16M start_secondary "$TMPD/sec.img"
+LOG_SIZE=16M start_primary "$TMPD/pri.img" sync
+wait_field "$TMPD/pri.ctl" link replicating
+nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"P" * 65536, 0)'
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30
+
+# Injection with the TLS key only.
+"$WIRE_INJECT" "nbds+unix://replica@/replica-replication?socket=$TMPD/sec.sock&tls-psk-file=$TMPD/keys.psk" ||
+    fail "a client without the pair secret wrote to the replication export"
+[ "$(status_field "$TMPD/sec.ctl" refused)" -ge 5 ] || fail "refused count"
+same_volumes
+
+# The wrong PSK: the handshake fails, nothing is replicated.
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
+make_psk "$TMPD/wrong.psk"
+LOG_SIZE=16M start_primary "$TMPD/pri.img" async \
+    replica-tls-psk="$TMPD/wrong.psk"
+sleep 3
+[ "$(status_field "$TMPD/pri.ctl" link)" != replicating ] ||
+    fail "replicating with the wrong PSK"
+status_field "$TMPD/pri.ctl" link_error | grep -qiE "tls|handshake|psk" ||
+    fail "link_error does not name the TLS failure: $(status_field "$TMPD/pri.ctl" link_error)"
+nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"Q" * 4096, 0)'
+sleep 0.5
+sec_nbdsh -c 'assert h.pread(4096, 0) == b"P" * 4096' ||
+    fail "a write reached the secondary over a wrong PSK"
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
+
+# Plaintext: refused at startup, and by the TLS-only secondary.
+peer="nbd+unix:///?socket=$TMPD/sec.sock"
+if run_nbdkit -f -U "$TMPD/x.sock" --filter="$FILTER" file "$TMPD/pri.img" \
+       replica-log="$TMPD/pri.log" replica-peer="$peer" 2>"$TMPD/err"; then
+    fail "a plaintext peer was accepted"
+fi
+grep -q "is a plaintext link" "$TMPD/err" || { cat "$TMPD/err"; fail "message"; }
+start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
+    replica-log="$TMPD/pri.log" replica-control="$TMPD/pri.ctl" \
+    replica-mode=async replica-peer="$peer" replica-insecure=yes
+PRI_PID=$NBDKIT_PID
+sleep 3
+[ "$(status_field "$TMPD/pri.ctl" link)" != replicating ] ||
+    fail "a TLS-only secondary accepted a plaintext link"
+stop_nbdkit
+NBDKIT_PID=$SEC_PID
+stop_nbdkit
+
+# x509: a CA, a server and a client certificate.
+mkdir -p "$TMPD/ca" "$TMPD/srv" "$TMPD/cli"
+(
+    cd "$TMPD/ca"
+    certtool --generate-privkey --outfile ca-key.pem 2>/dev/null
+    printf 'cn = Test CA\nca\ncert_signing_key\nexpiration_days = 2\n' > ca.info
+    certtool --generate-self-signed --load-privkey ca-key.pem \
+        --template ca.info --outfile ca-cert.pem 2>/dev/null
+    for who in srv cli; do
+        certtool --generate-privkey --outfile "../$who/key.pem" 2>/dev/null
+        if [ $who = srv ]; then
+            printf 'cn = localhost\ndns_name = localhost\ntls_www_server\n'
+        else
+            printf 'cn = replicator\ntls_www_client\n'
+        fi > $who.info
+        printf 'encryption_key\nsigning_key\nexpiration_days = 2\n' >> $who.info
+        certtool --generate-certificate --load-ca-certificate ca-cert.pem \
+            --load-ca-privkey ca-key.pem --load-privkey "../$who/key.pem" \
+            --template $who.info --outfile "../$who/cert.pem" 2>/dev/null
+        cp ca-cert.pem "../$who/ca-cert.pem"
+    done
+    mv ../srv/key.pem ../srv/server-key.pem; mv ../srv/cert.pem ../srv/server-cert.pem
+    mv ../cli/key.pem ../cli/client-key.pem; mv ../cli/cert.pem ../cli/client-cert.pem
+)
+rm -f "$TMPD"/*.log
+truncate -s 0 "$TMPD/sec.img"; truncate -s 64M "$TMPD/sec.img"
+cp "$TMPD/sec.img" "$TMPD/pri.img"
+x509_uri="nbds+unix:///?socket=$TMPD/sec.sock&tls-certificates=$TMPD/cli"
+READY_URI=$x509_uri start_nbdkit "$TMPD/sec.sock" "$TMPD/sec.err" \
+    --tls=require --tls-certificates="$TMPD/srv" --tls-verify-peer \
+    file "$TMPD/sec.img" replica-role=secondary replica-log="$TMPD/sec.log" \
+    replica-log-size=16M replica-control="$TMPD/sec.ctl"
+start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
+    replica-log="$TMPD/pri.log" replica-log-size=16M \
+    replica-control="$TMPD/pri.ctl" \
+    replica-peer="nbds+unix:///?socket=$TMPD/sec.sock" \
+    replica-tls-certificates="$TMPD/cli"
+wait_field "$TMPD/pri.ctl" link replicating
+nbdsh -u "$(pri_uri)" -c '
+import os
+for i in range(64):
+    h.pwrite(os.urandom(65536), i * 1048576)'
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30
+nbdcopy "$(pri_uri)" "$TMPD/a"
+nbdcopy "$x509_uri" "$TMPD/b"
+cmp "$TMPD/a" "$TMPD/b" || fail "x509: volumes differ"
+echo "$0: ok"
