@@ -583,28 +583,36 @@ repl_stop (void)
 }
 
 /* Has the client of this request's connection gone away (or nbdkit
- * begun to shut down)?  nbdkit_nanosleep says so without sleeping
- * long.  (nbdkit 1.32 may abort with "raw_send_socket: Assertion
- * `sock >= 0'" when many replies race to a connection the client
- * closed; a writer whose client is gone stops waiting for the peer at
- * once, as nbdkit's own sleeps do, instead of all replying together
- * when the peer's acknowledgement comes.)
+ * begun to shut down)?  nbdkit_nanosleep says so (and logs it) without
+ * sleeping long.  Called without R.lock.
  */
 static bool
 client_gone (void)
 {
-  bool gone;
+  return nbdkit_nanosleep (0, 1) == -1;
+}
 
-  pthread_mutex_unlock (&R.lock);
-  gone = nbdkit_nanosleep (0, 1) == -1;
-  pthread_mutex_lock (&R.lock);
-  return gone;
+/* A writer whose client is gone returns (an error) only after the one
+ * before it has had time to fail its reply.  nbdkit 1.32 aborts
+ * ("raw_send_socket: Assertion `sock >= 0'") when replies race to a
+ * connection whose first failed reply just closed it, and the peer's
+ * acknowledgement would release all of a connection's writers at once.
+ */
+static void
+leave_gone_client (void)
+{
+  static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+
+  pthread_mutex_lock (&one_at_a_time);
+  usleep (2000);
+  pthread_mutex_unlock (&one_at_a_time);
 }
 
 int
 repl_wait_acked (uint64_t seq, int *err)
 {
   struct timespec ts;
+  bool waited = false, gone = false;
   int ret = 0;
 
   if (!repl_active ())
@@ -612,8 +620,8 @@ repl_wait_acked (uint64_t seq, int *err)
   pthread_mutex_lock (&R.lock);
   if (!link_may_ack (&R.link, seq))
     do_actions (step (LINK_EV_WRITE_WAITING, seq, NULL), NULL);
-  while (!link_may_ack (&R.link, seq)) {
-    if (R.stopping || client_gone ()) {
+  while (!link_may_ack (&R.link, seq) && !gone) {
+    if (R.stopping) {
       *err = ESHUTDOWN;
       ret = -1;
       break;
@@ -624,9 +632,22 @@ repl_wait_acked (uint64_t seq, int *err)
       ts.tv_sec++;
       ts.tv_nsec -= 1000000000;
     }
-    pthread_cond_timedwait (&R.acked_cond, &R.lock, &ts);
+    waited = true;
+    /* Woken by an acknowledgement, or every tick to see whether our
+     * client is still there.
+     */
+    if (pthread_cond_timedwait (&R.acked_cond, &R.lock, &ts) == ETIMEDOUT) {
+      pthread_mutex_unlock (&R.lock);
+      gone = client_gone ();
+      pthread_mutex_lock (&R.lock);
+    }
   }
   pthread_mutex_unlock (&R.lock);
+  if (ret == 0 && waited && (gone || client_gone ())) {
+    leave_gone_client ();
+    *err = ESHUTDOWN;
+    ret = -1;
+  }
   return ret;
 }
 

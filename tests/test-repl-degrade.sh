@@ -90,6 +90,11 @@ register_pid $w
 sleep 3
 kill -0 $w 2>/dev/null || fail "policy wait: the write completed without a peer"
 [ "$(status_field "$TMPD/pri.ctl" degraded)" = false ] || fail "degraded"
+if "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 1 \
+       2>"$TMPD/err"; then
+    fail "wait-synced succeeded without a peer"
+fi
+grep -q "timed out" "$TMPD/err" || { cat "$TMPD/err"; fail "message"; }
 LOG_SIZE=16M start_secondary "$TMPD/sec.img"
 wait $w || fail "the waiting write failed"
 sec_nbdsh -c 'assert h.pread(4096, 16384) == b"D" * 4096' ||

@@ -23,7 +23,11 @@ stop_nbdkit
 cp "$TMPD/pri.img" "$TMPD/sec.img"     # the admin's identical copy
 
 LOG_SIZE=16M start_secondary "$TMPD/sec.img"
-LOG_SIZE=16M start_primary "$TMPD/pri.img" sync
+# The PSK file named in the URI's query this time.
+start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
+    replica-log="$TMPD/pri.log" replica-control="$TMPD/pri.ctl" \
+    replica-peer="nbds+unix://replica@/?socket=$TMPD/sec.sock&tls-psk-file=$TMPD/keys.psk"
+PRI_PID=$NBDKIT_PID
 wait_field "$TMPD/pri.ctl" link replicating
 base=$(status_field "$TMPD/pri.ctl" acked_seq)
 [ "$base" -ge 50 ] || fail "adopted at seq $base"
