@@ -216,6 +216,8 @@ assign_batch (struct journal *j, struct batch *b)
         rlog_rec_seal (&w, b->wrap_hdr, 0);
         lsn += b->wrap_size;
       }
+      e->prev_seq = j->last_seq;
+      e->prev_epoch = j->last_epoch;
       memset (&e->rec, 0, sizeof e->rec);
       e->rec.op = e->op;
       e->rec.flags = e->flags;
@@ -234,6 +236,8 @@ assign_batch (struct journal *j, struct batch *b)
       e->rec.timestamp_ns = now;
       e->lsn = lsn;
       lsn += e->rec.rec_size;
+      j->last_seq = e->rec.seq;
+      j->last_epoch = e->rec.epoch;
       inflight_add (j, e);
       last = e;
     }
@@ -415,6 +419,7 @@ run_batch (struct journal *j)
 {
   struct batch b;
   uint64_t need_seq, need_epoch, prev_seq, prev_epoch, last_seq, last_epoch;
+  uint64_t prev_last_seq, prev_last_epoch;
   int err = 0;
 
   memset (&b, 0, sizeof b);
@@ -460,6 +465,8 @@ run_batch (struct journal *j)
   }
   prev_seq = j->head_seq;
   prev_epoch = j->head_epoch;
+  prev_last_seq = j->last_seq;
+  prev_last_epoch = j->last_epoch;
   assign_batch (j, &b);
   last_seq = j->head_seq;
   last_epoch = j->head_epoch;
@@ -489,6 +496,8 @@ run_batch (struct journal *j)
       for (size_t i = 0; i < u->n; ++i)
         inflight_del (j, &u->entries[i]);
     j->head_lsn = b.start_lsn;
+    j->last_seq = prev_last_seq;
+    j->last_epoch = prev_last_epoch;
     pthread_mutex_unlock (&j->lock);
     recover_from_failure (j, &b);
   }
@@ -541,6 +550,8 @@ journal_start (struct journal *j, struct rlog *log,
   j->head_seq = j->durable_seq = head_seq;
   j->head_lsn = j->ckpt_lsn = head_lsn;
   j->epoch = j->head_epoch = log->sb.epoch;
+  j->last_seq = head_seq;
+  j->last_epoch = log->sb.epoch;
   j->seq_reserve_step = SEQ_RESERVE_STEP;
   j->seq_reserved = log->sb.seq_reserved;
   j->ring_offset = log->sb.ring_offset;
@@ -560,11 +571,21 @@ journal_keep_tail (struct journal *j, uint64_t ckpt_lsn)
 }
 
 void
+journal_set_last (struct journal *j, uint64_t seq, uint64_t epoch)
+{
+  pthread_mutex_lock (&j->lock);
+  j->last_seq = seq;
+  j->last_epoch = epoch;
+  pthread_mutex_unlock (&j->lock);
+}
+
+void
 journal_follow (struct journal *j, uint64_t head_epoch)
 {
   pthread_mutex_lock (&j->lock);
   j->follow = true;
   j->head_epoch = head_epoch;
+  j->last_epoch = head_epoch;
   pthread_mutex_unlock (&j->lock);
 }
 
@@ -574,6 +595,8 @@ journal_rebase (struct journal *j, uint64_t seq, uint64_t epoch)
   pthread_mutex_lock (&j->lock);
   j->head_seq = j->durable_seq = seq;
   j->head_epoch = epoch;
+  j->last_seq = seq;
+  j->last_epoch = epoch;
   pthread_mutex_unlock (&j->lock);
 }
 
@@ -739,13 +762,13 @@ journal_checkpoint_point (struct journal *j, uint64_t *seq, uint64_t *epoch,
 {
   pthread_mutex_lock (&j->lock);
   if (j->ihead) {
-    *seq = j->ihead->rec.seq - 1;
-    *epoch = j->ihead->rec.epoch;
+    *seq = j->ihead->prev_seq;
+    *epoch = j->ihead->prev_epoch;
     *lsn = j->ihead->lsn;
   }
   else {
-    *seq = j->head_seq;
-    *epoch = j->head_epoch;
+    *seq = j->last_seq;
+    *epoch = j->last_epoch;
     *lsn = j->head_lsn;
   }
   pthread_mutex_unlock (&j->lock);

@@ -41,6 +41,8 @@ struct jentry {
   const void *payload;          /* WRITE only; length bytes */
   uint32_t payload_crc;         /* rlog_payload_crc (payload, length) */
   uint64_t seq, epoch;          /* follower mode only: the primary's */
+  uint64_t prev_seq, prev_epoch; /* set by the leader: the record before
+                                 * it (a real one, never a burned seq) */
   /* Filled by the leader: */
   struct rlog_rec rec;
   uint64_t lsn;
@@ -95,6 +97,8 @@ struct journal {
   struct jentry *ihead, *itail; /* in-flight records, seq order */
   uint64_t head_seq;            /* last seq handed out */
   uint64_t head_epoch;          /* epoch of head_seq's record */
+  uint64_t last_seq, last_epoch; /* the last record handed a seq (head_seq
+                                 * may be a burned seq without a record) */
   uint64_t head_lsn;            /* next free position */
   uint64_t durable_seq;         /* every seq <= this is durable or burned */
   uint64_t ckpt_lsn;            /* space before this is free */
@@ -134,6 +138,12 @@ extern void journal_stop (struct journal *j);
  * all checkpointed yet; space is free only before ckpt_lsn.
  */
 extern void journal_keep_tail (struct journal *j, uint64_t ckpt_lsn);
+/* Right after journal_start: the last record the log holds (replayed,
+ * or the checkpoint's), which checkpoints name while no newer record is
+ * in flight: a checkpoint always names a record that exists (or 0).
+ */
+extern void journal_set_last (struct journal *j, uint64_t seq,
+                              uint64_t epoch);
 /* Right after journal_start: follower mode (a secondary).  Entries carry
  * the primary's seq and epoch (jentry.seq, .epoch), which must continue
  * from the head (head_seq as given to journal_start, head_epoch here)

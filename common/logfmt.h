@@ -53,6 +53,11 @@ enum rlog_role {
                                  * needs --force */
 #define RLOG_SB_PAIRED     0x2  /* secondary: volume_uuid and pair_secret
                                  * were adopted from a primary */
+#define RLOG_SB_PEER_OUTDATED 0x4 /* primary: it acknowledged writes its
+                                 * peer misses (sync degraded), and the
+                                 * peer has not recorded "up to date"
+                                 * since: tell it "outdated" at the next
+                                 * handshake, even after a restart */
 #define RLOG_SECRET_SIZE   32
 
 enum rlog_op {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <unistd.h>
 
 #include <nbdkit-filter.h>
 
@@ -41,6 +42,35 @@ apply_record (struct replica *r, const struct rlog_rec *rec,
   return ret;
 }
 
+/* A primary with a peer keeps its checkpoint (the peer may need the
+ * records after it), and new records go on the next 4 KiB boundary
+ * after the last valid one.  Between them lie the bytes where the scan
+ * stopped (a torn or stale record): a scan from the checkpoint must be
+ * able to pass them, or every record written from now on would be
+ * unreachable.  So the last replayed record absorbs them, as the last
+ * record of a batch absorbs its padding: its header is sealed again
+ * with the larger rec_size and made durable before anything follows.
+ */
+static int
+bridge_gap (struct replica *r, struct rlog_rec *rec, uint64_t lsn,
+            uint32_t payload_crc, uint64_t gap)
+{
+  uint8_t hdr[RLOG_REC_HDR_SIZE];
+
+  rec->rec_size += gap;
+  rlog_rec_seal (rec, hdr, payload_crc);
+  if (rlog_full_pwrite (r->log->fd, hdr, sizeof hdr,
+                        rlog_lsn_to_off (&r->log->sb, lsn)) == -1 ||
+      fdatasync (r->log->fd) == -1) {
+    nbdkit_error ("replica-log: %s: extending record seq %" PRIu64
+                  " over the log's torn end: %m", r->log_path, rec->seq);
+    return -1;
+  }
+  nbdkit_debug ("replica: record seq %" PRIu64 " now covers the %" PRIu64
+                " bytes after it (the log's torn end)", rec->seq, gap);
+  return 0;
+}
+
 int
 replica_recover (struct replica *r)
 {
@@ -48,7 +78,11 @@ replica_recover (struct replica *r)
   struct rlog_rec rec;
   const uint8_t *payload;
   struct rlog_sb sb;
+  bool keep;
   uint64_t last_seq, last_epoch;
+  struct rlog_rec last_rec = { 0 };   /* the last record replayed, */
+  uint64_t last_lsn = 0;              /* where it starts, */
+  uint32_t last_pcrc = 0;             /* and its payload's CRC */
   int n, err;
 
   if (rlog_scan_init (&scan, r->log) == -1) {
@@ -72,6 +106,9 @@ replica_recover (struct replica *r)
       goto fail;
     last_seq = rec.seq;
     last_epoch = rec.epoch;
+    last_rec = rec;
+    last_lsn = scan.lsn - rec.rec_size;
+    last_pcrc = rlog_payload_crc (payload, rec.payload_len);
     if (r->role == RLOG_ROLE_PRIMARY && repl_active ())
       repl_recovered (rec.seq, rec.epoch, scan.lsn);
   }
@@ -113,12 +150,24 @@ replica_recover (struct replica *r)
   r->recovered_seq = last_seq;
   r->recovered_epoch = last_epoch;
   r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
+  keep = r->role == RLOG_ROLE_PRIMARY && repl_active ();
+  if (keep && r->recovered_lsn != scan.lsn && scan.records > 0 &&
+      bridge_gap (r, &last_rec, last_lsn, last_pcrc,
+                  r->recovered_lsn - scan.lsn) == -1)
+    goto fail;
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
-  if (!(r->role == RLOG_ROLE_PRIMARY && repl_active ())) {
+  if (!keep) {
     sb.checkpoint_seq = last_seq;
     sb.checkpoint_epoch = last_epoch;
     sb.checkpoint_lsn = r->recovered_lsn;
+  }
+  else if (scan.records == 0) {
+    /* Nothing after the checkpoint: it may move over the unreadable
+     * bytes to where new records go, naming the same record.
+     */
+    sb.checkpoint_lsn = r->recovered_lsn;
+    repl_base_moved (r->recovered_lsn);
   }
   sb.epoch++;
   if (sb.seq_reserved < last_seq)

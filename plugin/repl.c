@@ -53,6 +53,8 @@ static struct {
   struct point written;         /* the log is written up to here */
   struct point durable;         /* ... and durable up to here */
   struct point sent;            /* WRITTEN point the replicator knows */
+  bool ack_fence;               /* after RESET: ACKs are stale until the
+                                 * next handshake (frames are ordered) */
   struct mark *marks;           /* ring of unacknowledged batches */
   size_t mcap, mhead, mlen;
   uint64_t lag_records;
@@ -252,6 +254,7 @@ repl_journal_notify (void *opaque, enum journal_event ev, uint64_t seq,
     if (R.acked.lsn > lsn)
       R.acked = R.written;
     R.sent = R.written;
+    R.ack_fence = true;
     send_frame (CHAN_RESET, 0, 0, 0, 0, NULL);
     send_frame (CHAN_WRITTEN, R.sent.seq, R.sent.epoch, R.sent.lsn, 0, NULL);
     break;
@@ -273,9 +276,33 @@ log_reason (void)
     nbdkit_debug ("replica: link %s", link_state_name (R.link.state));
 }
 
+/* The primary's superblock remembers that the peer is outdated, from
+ * before the first degraded write is released until the peer has
+ * recorded that it is up to date again (RLOG_SB_PEER_OUTDATED).
+ */
+static void
+persist_peer_outdated (bool outdated)
+{
+  struct rlog_sb sb;
+  int r = 0;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  if (!!(sb.flags & RLOG_SB_PEER_OUTDATED) != outdated) {
+    sb.flags ^= RLOG_SB_PEER_OUTDATED;
+    r = rlog_sb_write_locked (rep.log, &sb);
+  }
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (r == -1)
+    nbdkit_error ("replica: recording that the peer is %s failed: %m",
+                  outdated ? "outdated" : "up to date");
+}
+
 static void
 do_actions (unsigned act, const struct chan_msg *peer)
 {
+  if (R.link.peer_outdated)
+    persist_peer_outdated (true);       /* before any write is released */
   if (act & LINK_ACT_LOG)
     log_reason ();
   if (act & LINK_ACT_DISCONNECT)
@@ -341,12 +368,15 @@ on_peer (const struct chan_msg *m)
   p.behind = flags & CHAN_PEER_BEHIND;
   R.peer_durable = m->a;
   R.handshakes++;
+  R.ack_fence = false;
   do_actions (step (LINK_EV_HANDSHAKE, 0, &p), m);
 }
 
 static void
 on_ack (const struct chan_msg *m)
 {
+  if (R.ack_fence || R.link.state != LINK_REPLICATING)
+    return;                     /* from before a RESET or a disconnect */
   if (m->a > R.acked.seq && m->c >= R.acked.lsn && m->c <= R.written.lsn) {
     R.acked = (struct point) { m->a, m->b, m->c };
     marks_acked (m->a);
@@ -382,6 +412,9 @@ on_frame (const struct chan_msg *m)
   case CHAN_TOLD:
     do_actions (step (m->a == WIRE_CTL_OUTDATED ? LINK_EV_OUTDATED_TOLD
                       : LINK_EV_UPTODATE_TOLD, 0, NULL), NULL);
+    if (m->a == WIRE_CTL_UPTODATE && !R.link.peer_outdated &&
+        !R.link.tell_outdated)
+      persist_peer_outdated (false);
     break;
   case CHAN_STATS:
     R.link_sent = m->a;
@@ -525,6 +558,11 @@ repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn)
   link_init (&R.link, repl_cfg.mode, repl_cfg.policy,
              repl_cfg.sync_timeout_ms);
   R.link.acked_seq = seq;
+  /* A degrade before a restart: the peer still has to be told. */
+  if (configured && (rep.log->sb.flags & RLOG_SB_PEER_OUTDATED)) {
+    R.link.peer_outdated = true;
+    R.link.tell_outdated = true;
+  }
 }
 
 void
@@ -533,6 +571,14 @@ repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end)
   pthread_mutex_lock (&R.lock);
   mark_push (seq, lsn_end, 1);
   R.written = R.durable = R.sent = (struct point) { seq, epoch, lsn_end };
+  pthread_mutex_unlock (&R.lock);
+}
+
+void
+repl_base_moved (uint64_t lsn)
+{
+  pthread_mutex_lock (&R.lock);
+  R.acked.lsn = R.written.lsn = R.durable.lsn = R.sent.lsn = lsn;
   pthread_mutex_unlock (&R.lock);
 }
 
@@ -657,7 +703,10 @@ repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch, uint64_t *lsn)
   if (!repl_active ())
     return;
   pthread_mutex_lock (&R.lock);
-  if (R.acked.lsn < *lsn) {
+  /* At equal positions too: the acked point names a record the peer
+   * holds, which a later start hands the replicator as its base.
+   */
+  if (R.acked.lsn <= *lsn) {
     *seq = R.acked.seq;
     *epoch = R.acked.epoch;
     *lsn = R.acked.lsn;

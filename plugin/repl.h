@@ -63,6 +63,10 @@ extern bool repl_active (void);
 extern void repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn);
 /* Recovery replayed a record the peer may not have. */
 extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end);
+/* Recovery found nothing after the checkpoint and moved its position
+ * (same record) over unreadable bytes to lsn.
+ */
+extern void repl_base_moved (uint64_t lsn);
 extern int repl_start (struct replica *r);
 extern void repl_stop (void);
 

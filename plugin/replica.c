@@ -295,6 +295,7 @@ start_journal (void)
     return -1;
   }
   rep.journal.fatal = replica_fatal;
+  journal_set_last (&rep.journal, rep.recovered_seq, rep.recovered_epoch);
   if (secondary) {
     journal_follow (&rep.journal, rep.recovered_epoch);
     secondary_init (rep.recovered_seq, rep.recovered_epoch);

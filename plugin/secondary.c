@@ -363,10 +363,29 @@ apply_unit (struct junit *u, int *err)
   return 0;
 }
 
+/* Wait (S.lock held) until the applied point reaches want.  No
+ * timeout: every batch queued before ours is applied by its own thread
+ * (it never gives up once queued), unless the volume fails.
+ */
+static bool
+wait_applied (uint64_t want)
+{
+  struct timespec ts;
+
+  while (S.applied_seq < want && rep.state != VOL_FAILED) {
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait (&S.cond, &S.lock, &ts);
+  }
+  return S.applied_seq >= want && rep.state != VOL_FAILED;
+}
+
 /* Units queued in order; each is applied once durable, after the batch
  * queued before ours (which ended at seq after) is applied, so space is
  * freed as we go even when a batch is larger than our ring.  Returns 0,
- * -1, or 1 (records pinned, see apply_unit).
+ * or 1 with *err: something failed (the volume is failed then), and
+ * the entries stay allocated, as they may be on the journal's in-flight
+ * list (apply_unit).  Once queued, a unit is always waited for.
  */
 static int
 commit_units (struct junit *units, size_t nu, uint64_t after, int *err)
@@ -376,25 +395,25 @@ commit_units (struct junit *units, size_t nu, uint64_t after, int *err)
   bool ok;
 
   pthread_mutex_lock (&S.lock);
-  ok = wait_turn (&S.applied_seq, true, after) && S.applied_seq == after;
+  ok = wait_applied (after) && S.applied_seq == after;
   pthread_mutex_unlock (&S.lock);
   if (!ok) {
-    refuse (err, EIO, "records after seq %" PRIu64 " could not be applied "
-            "in order", after);
-    ret = -1;
+    replica_fail (&rep, EIO, "replicated records after seq %" PRIu64
+                  " could not be applied in order", after);
+    ret = 1;
   }
   for (i = 0; i < nu; ++i) {
     if (journal_wait (&rep.journal, &units[i]) == -1) {
       if (ret == 0)
         replica_fail (&rep, errno, "journaling replicated records failed: "
                       "%m");
-      *err = EIO;
-      ret = ret ? ret : -1;
+      ret = 1;
     }
     else if (ret == 0)
       ret = apply_unit (&units[i], err);
   }
   if (ret) {
+    *err = EIO;
     /* Later batches wait for this one: wake them, to fail. */
     pthread_mutex_lock (&S.lock);
     pthread_cond_broadcast (&S.cond);
@@ -438,6 +457,14 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
     else
       refuse (err, EIO, "batch after seq %" PRIu64 " waited %d s for its "
               "predecessor", b.prev_seq, TURN_TIMEOUT_SEC);
+    goto out;
+  }
+  if (S.quiesced) {
+    /* Promote has begun: wait_turn lets a batch through whose turn has
+     * come, but nothing may be queued after the quiesce.
+     */
+    pthread_mutex_unlock (&S.lock);
+    refuse (err, EPERM, "batch refused: this node was promoted");
     goto out;
   }
   if (S.enq_seq == b.prev_seq && S.enq_epoch != b.prev_epoch) {
@@ -493,7 +520,7 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
      */
     bool ok;
     pthread_mutex_lock (&S.lock);
-    ok = wait_turn (&S.applied_seq, true, b.last_seq);
+    ok = wait_applied (b.last_seq);
     pthread_mutex_unlock (&S.lock);
     if (ok)
       ret = 0;

@@ -4,8 +4,9 @@
 #     secondary frozen, a write is replied to after about 1 s; status
 #     says degraded; the frozen secondary learns it is outdated; after
 #     the primary dies, promote refuses it without --force.
-#  2. degrade, then the secondary comes back: it catches up, is told it
-#     is up to date, and the primary is no longer degraded.
+#  2. degrade, the primary restarts (it still knows the peer is
+#     outdated), then the secondary comes back: it catches up, is told
+#     it is up to date, and the primary is no longer degraded.
 #  3. policy wait: a write waits for as long as the secondary is away,
 #     and completes when it is back.
 source "$SRCDIR/tests/functions.sh"
@@ -66,6 +67,12 @@ t=$(timed_write 8192)
 /usr/bin/python3 -c "import sys; sys.exit(not (0.9 <= $t < 5))" ||
     fail "a write without a peer took $t s"
 [ "$(status_field "$TMPD/pri.ctl" degraded)" = true ] || fail "not degraded"
+# The primary restarts before it could tell the peer: it remembers.
+kill -9 "$(replicator_pid)" "$PRI_PID"
+wait "$PRI_PID" 2>/dev/null || true
+LOG_SIZE=16M start_primary "$TMPD/pri.img" sync replica-sync-timeout=1
+[ "$(status_field "$TMPD/pri.ctl" peer_outdated)" = true ] ||
+    fail "a restart forgot that the peer is outdated"
 LOG_SIZE=16M start_secondary "$TMPD/sec.img"
 wait_field "$TMPD/pri.ctl" degraded false
 wait_field "$TMPD/pri.ctl" peer_outdated false
