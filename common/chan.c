@@ -2,8 +2,6 @@
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  */
 #include <string.h>
-#include <errno.h>
-#include <unistd.h>
 
 #include "chan.h"
 #include "le.h"
@@ -93,72 +91,4 @@ chan_check_crc (const uint8_t hdr[CHAN_HDR_SIZE], const struct chan_msg *m)
   crc = rlog_crc32c (0, h, CHAN_HDR_SIZE);
   crc = rlog_crc32c (crc, m->text, m->text_len);
   return crc == get_le32 (hdr + H_CRC) ? 0 : -1;
-}
-
-static int
-full_write (int fd, const uint8_t *p, size_t n)
-{
-  while (n > 0) {
-    ssize_t r = write (fd, p, n);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += r;
-    n -= r;
-  }
-  return 0;
-}
-
-static int
-full_read (int fd, void *buf, size_t n)
-{
-  uint8_t *p = buf;
-
-  while (n > 0) {
-    ssize_t r = read (fd, p, n);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    if (r == 0) {
-      errno = ECONNRESET;
-      return -1;
-    }
-    p += r;
-    n -= r;
-  }
-  return 0;
-}
-
-int
-chan_send (int fd, const struct chan_msg *m)
-{
-  uint8_t buf[CHAN_HDR_SIZE + CHAN_TEXT_MAX];
-
-  return full_write (fd, buf, chan_encode (m, buf));
-}
-
-int
-chan_recv (int fd, struct chan_msg *m)
-{
-  uint8_t hdr[CHAN_HDR_SIZE];
-  const char *why;
-
-  if (full_read (fd, hdr, sizeof hdr) == -1)
-    return -1;
-  if (chan_decode_hdr (hdr, m, &why) == -1) {
-    errno = EPROTO;
-    return -1;
-  }
-  if (full_read (fd, m->text, m->text_len) == -1)
-    return -1;
-  m->text[m->text_len] = '\0';
-  if (chan_check_crc (hdr, m) == -1) {
-    errno = EPROTO;
-    return -1;
-  }
-  return 0;
 }

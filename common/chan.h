@@ -13,6 +13,8 @@
  *
  * crc is CRC-32C of the header (crc field zero) followed by the text.
  * A bad frame is a protocol error: the receiver drops the channel.
+ * Both ends frame nonblocking sockets themselves (plugin/repl.c,
+ * replicator/chanclient.c) with the codec below.
  *
  * The filter decides (the link state machine, common/link.c); the
  * replicator does the I/O: it connects when told, reports what the
@@ -95,14 +97,6 @@ extern int chan_decode_hdr (const uint8_t hdr[CHAN_HDR_SIZE],
 /* Check the CRC once the text is in m->text. */
 extern int chan_check_crc (const uint8_t hdr[CHAN_HDR_SIZE],
                            const struct chan_msg *m);
-
-/* Blocking helpers on a stream socket.  chan_send writes one whole
- * frame (one write call in the common case, retried on EINTR and short
- * writes); chan_recv reads one frame.  Both return 0, or -1 with errno
- * (EPROTO for a bad frame, ECONNRESET for end of file).
- */
-extern int chan_send (int fd, const struct chan_msg *m);
-extern int chan_recv (int fd, struct chan_msg *m);
 
 /* Convenience: a message of a type with numbers and optional text. */
 extern void chan_msg_init (struct chan_msg *m, uint16_t type,
