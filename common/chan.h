@@ -48,7 +48,8 @@ enum chan_type {
                          * the records after seq a (epoch b), the first
                          * at lsn c */
   CHAN_TELL = 6,        /* send CONTROL type a (WIRE_CTL_OUTDATED or
-                         * WIRE_CTL_UPTODATE, seq b) to the peer */
+                         * WIRE_CTL_UPTODATE, seq b) to the peer; c is
+                         * this TELL's id, echoed in its TOLD */
   CHAN_RESET = 7,       /* the log lost records it had written (a
                          * failed append): drop the connection and
                          * forget everything read; wait for CONNECT */
@@ -63,7 +64,8 @@ enum chan_type {
   CHAN_LINKDOWN = 103,  /* connecting failed or the link broke; text */
   CHAN_ACK = 104,       /* the peer made seq a (epoch b) durable and
                          * applied; c = lsn after it */
-  CHAN_TOLD = 105,      /* the peer recorded CONTROL type a */
+  CHAN_TOLD = 105,      /* the peer recorded CONTROL type a, told by
+                         * the TELL of id b */
   CHAN_STATS = 106,     /* a = bytes sent, b = bytes received on the
                          * link (cumulative); c = record bytes shipped,
                          * d = their bytes on the wire (compression),

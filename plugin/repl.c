@@ -53,6 +53,8 @@ static struct {
   struct point written;         /* the log is written up to here */
   struct point durable;         /* ... and durable up to here */
   struct point sent;            /* WRITTEN point the replicator knows */
+  uint64_t tell_id;             /* of the last TELL sent, */
+  uint64_t tell_id_of[2];       /* ... of the last OUTDATED, UPTODATE */
   bool ack_fence;               /* after RESET: ACKs are stale until the
                                  * next handshake (frames are ordered) */
   struct mark *marks;           /* ring of unacknowledged batches */
@@ -323,10 +325,16 @@ do_actions (unsigned act, const struct chan_msg *peer)
     }
     send_written ();
   }
-  if (act & LINK_ACT_TELL_OUTDATED)
-    send_frame (CHAN_TELL, WIRE_CTL_OUTDATED, R.written.seq, 0, 0, NULL);
-  if (act & LINK_ACT_TELL_UPTODATE)
-    send_frame (CHAN_TELL, WIRE_CTL_UPTODATE, R.acked.seq, 0, 0, NULL);
+  if (act & LINK_ACT_TELL_OUTDATED) {
+    R.tell_id_of[0] = ++R.tell_id;
+    send_frame (CHAN_TELL, WIRE_CTL_OUTDATED, R.written.seq, R.tell_id, 0,
+                NULL);
+  }
+  if (act & LINK_ACT_TELL_UPTODATE) {
+    R.tell_id_of[1] = ++R.tell_id;
+    send_frame (CHAN_TELL, WIRE_CTL_UPTODATE, R.acked.seq, R.tell_id, 0,
+                NULL);
+  }
   if (act & LINK_ACT_RELEASE_WRITES)
     pthread_cond_broadcast (&R.acked_cond);
 }
@@ -410,6 +418,12 @@ on_frame (const struct chan_msg *m)
     on_ack (m);
     break;
   case CHAN_TOLD:
+    /* Only the confirmation of the latest TELL of its kind counts: an
+     * older one (say OUTDATED, then UPTODATE, then OUTDATED again) must
+     * not clear what the newer one has yet to do.
+     */
+    if (m->b != R.tell_id_of[m->a == WIRE_CTL_OUTDATED ? 0 : 1])
+      break;
     do_actions (step (m->a == WIRE_CTL_OUTDATED ? LINK_EV_OUTDATED_TOLD
                       : LINK_EV_UPTODATE_TOLD, 0, NULL), NULL);
     if (m->a == WIRE_CTL_UPTODATE && !R.link.peer_outdated &&

@@ -343,7 +343,7 @@ peer_ship (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
 }
 
 void
-peer_tell (struct repl *r, uint32_t type, uint64_t seq)
+peer_tell (struct repl *r, uint32_t type, uint64_t seq, uint64_t id)
 {
   struct peer *p = &r->peer;
 
@@ -359,6 +359,7 @@ peer_tell (struct repl *r, uint32_t type, uint64_t seq)
     p->ntells--;                /* the newest word wins */
   p->tells[p->ntells].type = type;
   p->tells[p->ntells].seq = seq;
+  p->tells[p->ntells].id = id;
   p->ntells++;
 }
 
@@ -524,7 +525,7 @@ control_done (struct repl *r)
   }
   else {
     dbg ("peer recorded CONTROL type %" PRIu32, type);
-    chanc_sendf (&r->ch, CHAN_TOLD, type, 0, 0, 0, 0, NULL);
+    chanc_sendf (&r->ch, CHAN_TOLD, type, p->ctl_tell_id, 0, 0, 0, NULL);
   }
   return 0;
 }
@@ -579,6 +580,7 @@ peer_progress (struct repl *r)
     uint32_t type = p->tells[0].type;
     uint64_t seq = p->tells[0].seq;
 
+    p->ctl_tell_id = p->tells[0].id;
     memmove (p->tells, p->tells + 1, --p->ntells * sizeof p->tells[0]);
     dbg ("telling the peer CONTROL type %" PRIu32 " seq %" PRIu64, type, seq);
     if (send_control (r, type, seq, 0) == -1)

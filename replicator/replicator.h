@@ -173,7 +173,8 @@ struct peer {
   uint8_t ctl_buf[WIRE_MSG_SIZE];
   struct op ctl_op;
   uint32_t ctl_type;             /* of the CONTROL in flight */
-  struct { uint32_t type; uint64_t seq; } tells[MAX_TELLS];
+  uint64_t ctl_tell_id;          /* ... and the TELL it carries out */
+  struct { uint32_t type; uint64_t seq, id; } tells[MAX_TELLS];
   unsigned ntells;               /* queued CHAN_TELLs */
   struct reader rd;              /* shipping position */
   struct batch *head, *tail;     /* in flight, oldest first */
@@ -204,7 +205,8 @@ extern void peer_connect (struct repl *r, uint64_t seq, uint64_t epoch,
                           uint64_t lsn);
 extern void peer_ship (struct repl *r, uint64_t seq, uint64_t epoch,
                        uint64_t lsn, bool adopt);
-extern void peer_tell (struct repl *r, uint32_t type, uint64_t seq);
+extern void peer_tell (struct repl *r, uint32_t type, uint64_t seq,
+                       uint64_t id);
 /* Before poll: the fd and events to wait for (fd -1: none). */
 extern int peer_pollfd (struct repl *r, short *events);
 /* After poll: the revents of that fd. */

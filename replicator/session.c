@@ -123,7 +123,7 @@ session_frame (void *opaque, const struct chan_msg *m)
     peer_ship (r, m->a, m->b, m->c, m->d == 1);
     break;
   case CHAN_TELL:
-    peer_tell (r, m->a, m->b);
+    peer_tell (r, m->a, m->b, m->c);
     break;
   case CHAN_RESET:
     r->written_known = false;
