@@ -94,7 +94,8 @@ volume_state_name (enum volume_state s)
   return "unknown";
 }
 
-static void
+/* Status fields (also repl.c and secondary.c, through repl.h). */
+void
 add_u64 (json_object *o, const char *k, uint64_t v)
 {
   json_object_object_add (o, k, json_object_new_uint64 (v));

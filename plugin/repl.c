@@ -757,12 +757,6 @@ repl_set_mode (const char *mode, const char **why)
   return 0;
 }
 
-static void
-add_u64 (json_object *o, const char *k, uint64_t v)
-{
-  json_object_object_add (o, k, json_object_new_uint64 (v));
-}
-
 /* head_seq: the journal's, for a primary without a peer. */
 void
 repl_status (json_object *o, uint64_t head_seq)

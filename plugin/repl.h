@@ -83,6 +83,7 @@ extern void repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
                                    uint64_t *lsn);
 
 /* control.c */
+extern void add_u64 (json_object *o, const char *k, uint64_t v);
 extern void repl_attach (int fd);  /* takes the fd */
 extern int repl_set_mode (const char *mode, const char **why);
 extern void repl_status (json_object *o, uint64_t head_seq);

@@ -574,12 +574,6 @@ secondary_quiesce (void)
   pthread_mutex_unlock (&S.lock);
 }
 
-static void
-add_u64 (json_object *o, const char *k, uint64_t v)
-{
-  json_object_object_add (o, k, json_object_new_uint64 (v));
-}
-
 void
 secondary_status (json_object *o)
 {
