@@ -498,9 +498,16 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
         pthread_mutex_unlock (&S.lock);
         replica_fail (&rep, e, "journaling replicated records failed: %s",
                       strerror (e));
-        /* Wait out the units already queued (they fail now). */
+        /* Wait out the units already queued (they fail now, or were
+         * already being written: then they are in flight, so their
+         * entries must stay allocated, like pinned ones).
+         */
         for (size_t k = 0; k < i; ++k)
           journal_wait (&rep.journal, &units[k]);
+        if (i > 0) {
+          col.ents = NULL;
+          owned = NULL;
+        }
         *err = EIO;
         goto out;
       }
