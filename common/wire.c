@@ -305,7 +305,8 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
 enum wire_err
 wire_batch_unpack (const uint8_t *buf, size_t len, uint64_t backing_size,
                    struct wire_batch *b, const uint8_t **records,
-                   uint8_t **owned, char *why, size_t whylen)
+                   uint8_t **owned, wire_record_fn fn, void *opaque,
+                   char *why, size_t whylen)
 {
   enum wire_err e = wire_batch_decode_hdr (buf, len, b);
   const uint8_t *data = buf + WIRE_BATCH_HDR_SIZE;
@@ -339,7 +340,7 @@ wire_batch_unpack (const uint8_t *buf, size_t len, uint64_t backing_size,
     }
     *records = *owned;
   }
-  e = wire_batch_walk (b, *records, b->raw_len, backing_size, NULL, NULL,
+  e = wire_batch_walk (b, *records, b->raw_len, backing_size, fn, opaque,
                        why, whylen);
   if (e != WIRE_OK) {
     free (*owned);

@@ -130,7 +130,8 @@ extern enum wire_err wire_batch_decode_hdr (const void *buf, size_t len,
  * into a higher epoch, as in the log), that count, first_seq and
  * last_seq match, and that every record lies within backing_size.
  * Calls fn for each (if fn is not NULL); stops at the first error, so
- * a caller that acts on records walks once with fn NULL first: a batch
+ * a caller that acts on records walks first (or collects, then discards
+ * on error, as wire_batch_unpack's callers do): a batch
  * is accepted or refused whole.
  * On error, *why says which record and what.
  */
@@ -143,8 +144,10 @@ extern enum wire_err wire_batch_walk (const struct wire_batch *b,
                                       char *why, size_t whylen);
 
 /* Everything the secondary does with a BATCH write before using it:
- * decode the header, check the length and the data CRC, uncompress
- * (LZ4), and walk the records (wire_batch_walk, fn NULL).  On success
+ * decode the header (*b is filled before the walk), check the length
+ * and the data CRC, uncompress (LZ4), and walk the records
+ * (wire_batch_walk, calling fn if not NULL: a caller collecting
+ * records must discard them if the result is not WIRE_OK).  On success
  * *records points at raw_len bytes of records: into buf, or into a
  * buffer returned in *owned (free it).  On error *why says what.
  */
@@ -153,6 +156,7 @@ extern enum wire_err wire_batch_unpack (const uint8_t *buf, size_t len,
                                         struct wire_batch *b,
                                         const uint8_t **records,
                                         uint8_t **owned,
+                                        wire_record_fn fn, void *opaque,
                                         char *why, size_t whylen);
 
 #endif /* REPLICA_WIRE_H */

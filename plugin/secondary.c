@@ -230,13 +230,13 @@ secondary_close (struct conn *c)
   }
 }
 
-/* Collect the records of a batch that we do not hold yet. */
+/* The records of a batch, collected by the same walk that checks them
+ * (wire_batch_unpack): one pass over the payloads for the CRCs.
+ */
 struct collect {
+  const struct wire_batch *b;       /* filled by unpack before the walk */
   struct jentry *ents;
   size_t n;
-  uint64_t skip_upto;               /* records <= this we already have */
-  uint64_t skip_epoch;              /* ... the last of them of this epoch */
-  bool diverged;                    /* the batch contradicts what we hold */
 };
 
 static int
@@ -245,20 +245,9 @@ collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
   struct collect *col = opaque;
   struct jentry *e;
 
-  /* A record we hold must be ours (same epoch), and the first new one
-   * must follow what we hold by the continuity rule of the log.
-   */
-  if (r->seq <= col->skip_upto) {
-    if (r->seq == col->skip_upto && r->epoch != col->skip_epoch)
-      col->diverged = true;
-    return 0;
-  }
-  if (col->n == 0 &&
-      (r->epoch < col->skip_epoch ||
-       !(r->seq == col->skip_upto + 1 || r->epoch > col->skip_epoch)))
-    col->diverged = true;
+  if (!col->ents && !(col->ents = calloc (col->b->count, sizeof *e)))
+    return -1;
   e = &col->ents[col->n++];
-  memset (e, 0, sizeof *e);
   e->op = r->op;
   e->flags = r->flags;
   e->offset = r->offset;
@@ -270,6 +259,29 @@ collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
     e->payload_crc = rlog_payload_crc (payload, r->length);
   }
   return 0;
+}
+
+/* Records we hold already (a batch resent after a reconnect) are
+ * skipped: returns the index of the first one to keep, or -1 if the
+ * batch contradicts what we hold (S.lock held): the record at enq_seq
+ * must carry our epoch, and the first kept record must follow
+ * (enq_seq, enq_epoch) by the continuity rule of the log.
+ */
+static ssize_t
+first_new (const struct collect *col)
+{
+  size_t i = 0;
+
+  for (; i < col->n && col->ents[i].seq <= S.enq_seq; ++i)
+    if (col->ents[i].seq == S.enq_seq && col->ents[i].epoch != S.enq_epoch)
+      return -1;
+  if (i < col->n) {
+    const struct jentry *e = &col->ents[i];
+    if (e->epoch < S.enq_epoch ||
+        !(e->seq == S.enq_seq + 1 || e->epoch > S.enq_epoch))
+      return -1;
+  }
+  return i;
 }
 
 /* Wait (S.lock held) until *seq reaches want.  Batches stop waiting
@@ -293,12 +305,15 @@ wait_turn (uint64_t *seq, bool applying, uint64_t want)
 
 static int
 decode_batch (const uint8_t *buf, uint32_t count, struct wire_batch *b,
-              const uint8_t **records, uint8_t **owned, int *err)
+              struct collect *col, uint8_t **owned, int *err)
 {
+  const uint8_t *records;
   char why[256];
 
-  if (wire_batch_unpack (buf, count, rep.log->sb.backing_size, b, records,
-                         owned, why, sizeof why) != WIRE_OK)
+  col->b = b;
+  if (wire_batch_unpack (buf, count, rep.log->sb.backing_size, b, &records,
+                         owned, collect_one, col, why,
+                         sizeof why) != WIRE_OK)
     return refuse (err, EINVAL, "%s", why);
   return 0;
 }
@@ -427,20 +442,22 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
        int *err)
 {
   struct wire_batch b;
-  const uint8_t *records = NULL;
   uint8_t *owned = NULL;
   struct collect col = { 0 };
   struct junit *units = NULL;
-  size_t nu = 0;
+  struct jentry *ents;              /* the records we do not hold yet */
+  size_t nu = 0, nnew = 0;
+  ssize_t first;
   uint64_t after;
   int ret = -1;
 
   if (!c->authed)
     return refuse (err, EPERM, "batch refused: the writer has not "
                    "authenticated");
-  if (decode_batch (buf, count, &b, &records, &owned, err) == -1)
+  if (decode_batch (buf, count, &b, &col, &owned, err) == -1) {
+    free (col.ents);
     return -1;
-  col.ents = calloc (b.count, sizeof *col.ents);
+  }
   units = calloc (b.count, sizeof *units);
   if (!col.ents || !units) {
     refuse (err, ENOMEM, "calloc: %m");
@@ -475,14 +492,8 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
             b.prev_epoch, ours);
     goto out;
   }
-  /* Records we hold already (a batch resent after a reconnect) are
-   * skipped; the rest continue from what we hold.
-   */
-  col.skip_upto = after = S.enq_seq;
-  col.skip_epoch = S.enq_epoch;
-  wire_batch_walk (&b, records, b.raw_len, rep.log->sb.backing_size,
-                   collect_one, &col, (char[8]) { 0 }, 8);
-  if (col.diverged) {
+  after = S.enq_seq;
+  if ((first = first_new (&col)) == -1) {
     uint64_t ours = S.enq_seq, epoch = S.enq_epoch;
     pthread_mutex_unlock (&S.lock);
     refuse (err, EINVAL, "batch after seq %" PRIu64 " does not continue "
@@ -490,8 +501,10 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
             b.prev_seq, ours, epoch);
     goto out;
   }
-  if (col.n > 0) {
-    nu = split_units (col.ents, col.n, units);
+  ents = col.ents + first;
+  nnew = col.n - first;
+  if (nnew > 0) {
+    nu = split_units (ents, nnew, units);
     for (size_t i = 0; i < nu; ++i) {
       if (journal_enqueue (&rep.journal, &units[i]) == -1) {
         int e = errno;
@@ -512,16 +525,16 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
         goto out;
       }
     }
-    S.enq_seq = col.ents[col.n - 1].seq;
-    S.enq_epoch = col.ents[col.n - 1].epoch;
+    S.enq_seq = ents[nnew - 1].seq;
+    S.enq_epoch = ents[nnew - 1].epoch;
     pthread_cond_broadcast (&S.cond);
   }
   S.batches++;
-  S.records += col.n;
+  S.records += nnew;
   S.bytes += count;
   pthread_mutex_unlock (&S.lock);
 
-  if (col.n == 0) {
+  if (nnew == 0) {
     /* Everything repeated: reply once what we hold is applied (and
      * only then: the reply says the records are durable here).
      */

@@ -78,7 +78,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     const uint8_t *records;
     uint8_t *owned;
     if (wire_batch_unpack (copy, size - 1, 1ULL << 40, &b, &records, &owned,
-                           why, sizeof why) == WIRE_OK) {
+                           NULL, NULL, why, sizeof why) == WIRE_OK) {
       last_seq = b.prev_seq;
       seen = 0;
       if (wire_batch_walk (&b, records, b.raw_len, 1ULL << 40, check_record,
