@@ -31,7 +31,7 @@
 #define CHAN_MAGIC      0x48435052u     /* "RPCH" as LE bytes */
 #define CHAN_VERSION    1
 #define CHAN_HDR_SIZE   56
-#define CHAN_TEXT_MAX   1024
+#define CHAN_TEXT_MAX   65536           /* a SUMS frame: 4096 sums */
 #define CHAN_ATTACH_CMD "attach"
 
 enum chan_type {
@@ -41,18 +41,24 @@ enum chan_type {
                          * the log, which may be read below lsn c */
   CHAN_CONNECT = 3,     /* connect to the peer and read its HELLO; the
                          * peer must hold seq a (epoch b, lsn c after
-                         * it): the point the filter knows is acked */
+                         * it): the point the filter knows is acked;
+                         * d: CHAN_CONNECT_NOSCAN */
   CHAN_DISCONNECT = 4,  /* drop the peer connection; text: why */
   CHAN_SHIP = 5,        /* handshake accepted: authenticate (or adopt,
-                         * if d = 1, with base seq a epoch b) and ship
-                         * the records after seq a (epoch b), the first
-                         * at lsn c */
+                         * if d has CHAN_SHIP_ADOPT, with base seq a
+                         * epoch b); then, if d has CHAN_SHIP_RESYNC,
+                         * send CONTROL RESYNC (base a, b; flags: e);
+                         * ship the records after seq a (epoch b), the
+                         * first at lsn c */
   CHAN_TELL = 6,        /* send CONTROL type a (WIRE_CTL_OUTDATED or
                          * WIRE_CTL_UPTODATE, seq b) to the peer; c is
                          * this TELL's id, echoed in its TOLD */
   CHAN_RESET = 7,       /* the log lost records it had written (a
                          * failed append): drop the connection and
                          * forget everything read; wait for CONNECT */
+  CHAN_SUMS_REQ = 8,    /* read the peer's block sums: volume offset a,
+                         * b blocks (<= WIRE_SUMS_MAX) of 1 << c bytes;
+                         * d: request id, echoed in the CHAN_SUMS */
 
   /* replicator -> filter */
   CHAN_HELLO = 101,     /* a: pid; text: the peer URI (for status) */
@@ -66,6 +72,10 @@ enum chan_type {
                          * applied; c = lsn after it */
   CHAN_TOLD = 105,      /* the peer recorded CONTROL type a, told by
                          * the TELL of id b */
+  CHAN_SUMS = 107,      /* answer to CHAN_SUMS_REQ: a, b, c, d echoed;
+                         * e = 0 and text = b * 16 bytes of sums, or
+                         * e = an errno (ENOTCONN: not shipping) and
+                         * no text */
   CHAN_STATS = 106,     /* a = bytes sent, b = bytes received on the
                          * link (cumulative); c = record bytes shipped,
                          * d = their bytes on the wire (compression),
@@ -79,6 +89,19 @@ enum chan_type {
                                    * CONNECT point on (e is valid) */
 #define CHAN_PEER_BEHIND    0x8   /* seq a is before the CONNECT point:
                                    * the peer lost acknowledged records */
+
+#define CHAN_PEER_RESYNC    0x10  /* WIRE_HELLO_RESYNC */
+#define CHAN_PEER_STAGING   0x20  /* WIRE_HELLO_STAGING */
+
+/* CHAN_CONNECT d bits */
+#define CHAN_CONNECT_NOSCAN 0x1   /* the log no longer holds the records
+                                   * after the point (the dirty bitmap
+                                   * covers them): never look for a
+                                   * peer's seq beyond it there */
+
+/* CHAN_SHIP d bits */
+#define CHAN_SHIP_ADOPT     0x1
+#define CHAN_SHIP_RESYNC    0x2
 
 struct chan_msg {
   uint16_t type;

@@ -600,6 +600,17 @@ journal_rebase (struct journal *j, uint64_t seq, uint64_t epoch)
   pthread_mutex_unlock (&j->lock);
 }
 
+uint64_t
+journal_head_lsn (struct journal *j)
+{
+  uint64_t r;
+
+  pthread_mutex_lock (&j->lock);
+  r = j->head_lsn;
+  pthread_mutex_unlock (&j->lock);
+  return r;
+}
+
 void
 journal_lead (struct journal *j, uint64_t epoch)
 {
@@ -649,7 +660,11 @@ journal_stop (struct journal *j)
 static bool
 entry_valid (const struct jentry *e)
 {
-  if (e->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM))
+  if (e->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM | RLOG_FLAG_SYNC |
+                   RLOG_FLAG_SYNC_END))
+    return false;
+  /* (the same rules as rlog_rec_decode_hdr) */
+  if ((e->flags & RLOG_FLAG_SYNC_END) && e->op != RLOG_OP_FLUSH)
     return false;
   switch (e->op) {
   case RLOG_OP_WRITE:
@@ -662,7 +677,8 @@ entry_valid (const struct jentry *e)
       return false;
     break;
   case RLOG_OP_FLUSH:
-    return e->length == 0 && e->offset == 0;
+    return e->length == 0 && e->offset == 0 &&
+      !(e->flags & ~RLOG_FLAG_SYNC_END);
   default:
     return false;
   }

@@ -156,6 +156,8 @@ extern void journal_follow (struct journal *j, uint64_t head_epoch);
  * after an unpaired secondary adopted a primary's volume.
  */
 extern void journal_rebase (struct journal *j, uint64_t seq, uint64_t epoch);
+/* Where the next record goes (everything before it is queued). */
+extern uint64_t journal_head_lsn (struct journal *j);
 /* Promote a follower: new records get our own seqs, after the
  * reservation, in a new epoch (already in the superblock).
  */

@@ -50,6 +50,7 @@ link_verdict_str (enum link_verdict v)
       "not have (diverged)";
   case LINK_PEER_BEHIND: return "peer lost records it had acknowledged "
       "(its log was replaced?): it needs a resync";
+  case LINK_PEER_RESYNC: return "peer needs a resync";
   }
   return "unknown";
 }
@@ -81,20 +82,35 @@ link_check_peer (const struct link_local *local, const struct link_peer *p)
     return LINK_PEER_SPLIT_BRAIN;
   if (!p->paired)
     return LINK_PEER_ADOPT;
-  if (p->behind)
-    return LINK_PEER_BEHIND;
-  if (p->durable_seq > local->head_seq || !p->seq_known)
-    return LINK_PEER_DIVERGED;
+  if (p->needs_resync || p->behind || p->durable_seq > local->head_seq ||
+      !p->seq_known)
+    return LINK_PEER_RESYNC;
   return LINK_PEER_OK;
 }
 
+/* Why link_check_peer said LINK_PEER_RESYNC, for status and the log. */
+static const char *
+resync_why (const struct link_local *local, const struct link_peer *p)
+{
+  if (p->needs_resync)
+    return "the peer's last resync did not finish, or it was demoted";
+  if (p->behind)
+    return "the peer lost records it had acknowledged (its log was "
+      "replaced?)";
+  return "the peer holds records this primary does not have (diverged)";
+}
+
 const char *
-link_promote_check (unsigned role, bool outdated, bool force)
+link_promote_check (unsigned role, bool outdated, bool resyncing, bool force)
 {
   if (role == RLOG_ROLE_PRIMARY)
     return "this node is already the primary";
   if (role != RLOG_ROLE_SECONDARY)
     return "unknown role";
+  if (resyncing && !force)
+    return "this secondary is being resynced (state inconsistent): "
+      "promote --force rolls a staged resync back to the last consistent "
+      "image, or takes a resync in place as it is (not consistent)";
   if (outdated && !force)
     return "this secondary is outdated (it missed writes acknowledged by "
       "a degraded sync primary): promote --force accepts that loss";
@@ -125,7 +141,8 @@ on_handshake (struct link *l, const struct link_event *ev)
   unsigned act = 0;
 
   l->verdict = link_check_peer (&ev->local, &ev->peer);
-  if (l->verdict != LINK_PEER_OK && l->verdict != LINK_PEER_ADOPT) {
+  if (l->verdict != LINK_PEER_OK && l->verdict != LINK_PEER_ADOPT &&
+      l->verdict != LINK_PEER_RESYNC) {
     l->state = LINK_REFUSED;
     l->retry_at_ms = ev->now_ms + LINK_REFUSED_RETRY_MS;
     snprintf (l->reason, sizeof l->reason, "%s",
@@ -140,6 +157,52 @@ on_handshake (struct link *l, const struct link_event *ev)
   if (l->verdict == LINK_PEER_ADOPT) {
     act |= LINK_ACT_ADOPT;
     l->acked_seq = ev->local.acked_seq;
+    if (ev->local.initial_sync != LINK_INITIAL_NONE) {
+      /* Its disk is not known to match ours: sync it in place (it holds
+       * no image of this volume to keep).
+       */
+      act |= LINK_ACT_RESYNC;
+      l->sync_full = ev->local.initial_sync == LINK_INITIAL_FULL;
+      l->sync_stage = false;
+      l->sync_initial = true;
+      l->sync_bitmap = false;
+      snprintf (l->sync_why, sizeof l->sync_why, "initial sync of a new "
+                "peer");
+    }
+  }
+  else if (l->verdict == LINK_PEER_RESYNC) {
+    /* Our volume, but its disk is no known state of ours: compare all
+     * of it, from the point our log holds everything after; the peer
+     * keeps its own image until the pass ends, if it can.
+     */
+    act |= LINK_ACT_RESYNC;
+    l->acked_seq = ev->local.acked_seq;
+    l->sync_full = false;
+    l->sync_stage = true;
+    l->sync_initial = false;
+    /* Our own bitmap pass, interrupted: the bitmap still covers
+     * everything the peer may lack (every write since it was started
+     * marks it), so that pass starts again.
+     */
+    l->sync_bitmap = ev->local.bitmap && ev->local.bitmap_resume &&
+      ev->peer.needs_resync;
+    snprintf (l->sync_why, sizeof l->sync_why, "%s",
+              l->sync_bitmap ? "the peer's resync from the dirty bitmap "
+              "was interrupted" : resync_why (&ev->local, &ev->peer));
+  }
+  else if (ev->local.bitmap) {
+    /* A known prefix of our history, but our log no longer holds all
+     * it lacks: the dirty bitmap says which blocks to compare.
+     */
+    act |= LINK_ACT_RESYNC;
+    l->verdict = LINK_PEER_RESYNC;
+    l->acked_seq = ev->local.acked_seq;
+    l->sync_full = false;
+    l->sync_stage = true;
+    l->sync_initial = false;
+    l->sync_bitmap = true;
+    snprintf (l->sync_why, sizeof l->sync_why, "the peer was away longer "
+              "than the log could hold: the dirty bitmap's blocks");
   }
   else
     l->acked_seq = ev->peer.durable_seq;

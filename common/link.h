@@ -43,6 +43,15 @@ struct link_peer {
                           * (checked by the caller, who has the log) */
   bool behind;           /* durable_seq is before the point the peer
                           * acknowledged: it lost acknowledged records */
+  bool needs_resync;     /* it says a resync must run first (one was
+                          * interrupted, or it was demoted) */
+};
+
+/* How a new partnership starts (replica-initial-sync). */
+enum link_initial_sync {
+  LINK_INITIAL_CHECKSUM = 0, /* compare block sums, send what differs */
+  LINK_INITIAL_FULL,         /* send every block */
+  LINK_INITIAL_NONE,         /* the admin vouches that the disks match */
 };
 
 /* Our side, as the caller knows it at handshake. */
@@ -52,6 +61,11 @@ struct link_local {
   uint64_t head_seq;     /* our last durable record */
   uint64_t acked_seq;    /* the peer holds everything up to here (an
                           * unpaired peer adopts the volume as of it) */
+  enum link_initial_sync initial_sync;
+  bool bitmap;           /* our dirty bitmap holds blocks the peer may
+                          * lack (its log records were freed) */
+  bool bitmap_resume;    /* the resync the peer may say it needs is a
+                          * bitmap pass of ours, interrupted */
 };
 
 enum link_verdict {
@@ -62,6 +76,9 @@ enum link_verdict {
   LINK_PEER_SPLIT_BRAIN, /* the peer is a primary too */
   LINK_PEER_DIVERGED,    /* the peer holds records we do not */
   LINK_PEER_BEHIND,      /* the peer lost records it acknowledged */
+  LINK_PEER_RESYNC,      /* our volume, but not a known prefix of our
+                          * history (behind, diverged, or it says so):
+                          * resync it by checksums */
 };
 
 enum link_event_type {
@@ -94,6 +111,8 @@ struct link_event {
 #define LINK_ACT_ADOPT          0x20 /* have the peer adopt our UUID */
 #define LINK_ACT_LOG            0x40 /* report link.reason (changed) */
 #define LINK_ACT_TELL_UPTODATE  0x80 /* tell the peer it caught up */
+#define LINK_ACT_RESYNC         0x100 /* a sync pass starts with the
+                                       * shipping (link.sync says which) */
 
 #define LINK_BACKOFF_MIN_MS     100
 #define LINK_BACKOFF_MAX_MS     10000
@@ -115,6 +134,12 @@ struct link {
   uint64_t waiting_since_ms;     /* oldest sync write waiting, or 0 */
   uint64_t waiting_seq;          /* the highest seq a sync write awaits */
   enum link_verdict verdict;     /* of the last handshake */
+  /* Of the last LINK_ACT_RESYNC: */
+  bool sync_full;                /* send every block, no checksums */
+  bool sync_stage;               /* ask the peer to keep its image */
+  bool sync_initial;             /* an adopting peer's initial sync */
+  bool sync_bitmap;              /* only the dirty bitmap's blocks */
+  char sync_why[160];            /* why the peer needs it */
   char reason[160];              /* last error, for status and the log */
 };
 
@@ -130,7 +155,7 @@ extern bool link_may_ack (const struct link *l, uint64_t seq);
 
 /* May this node be promoted to primary?  NULL if so, else why not. */
 extern const char *link_promote_check (unsigned role, bool outdated,
-                                       bool force);
+                                       bool resyncing, bool force);
 
 extern enum link_verdict link_check_peer (const struct link_local *local,
                                           const struct link_peer *peer);

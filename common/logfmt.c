@@ -75,7 +75,8 @@ enum {
   SB_CREATED = 56, SB_LOGSIZE = 64, SB_RINGOFF = 72, SB_RINGSIZE = 80,
   SB_BMOFF = 88, SB_BMSIZE = 96, SB_MAXPAYLOAD = 104,
   SB_CKPT_SEQ = 112, SB_CKPT_EPOCH = 120, SB_CKPT_LSN = 128,
-  SB_EPOCH = 136, SB_SEQRES = 144, SB_SECRET = 152,
+  SB_EPOCH = 136, SB_SEQRES = 144, SB_SECRET = 152, SB_STAGE_SEQ = 184,
+  SB_STAGE_EPOCH = 192,
   SB_CRC = RLOG_SB_ENCODED_SIZE - 4,
 };
 
@@ -106,6 +107,8 @@ rlog_sb_encode (const struct rlog_sb *sb, void *slot)
   put_le64 (p + SB_EPOCH, sb->epoch);
   put_le64 (p + SB_SEQRES, sb->seq_reserved);
   memcpy (p + SB_SECRET, sb->pair_secret, RLOG_SECRET_SIZE);
+  put_le64 (p + SB_STAGE_SEQ, sb->stage_seq);
+  put_le64 (p + SB_STAGE_EPOCH, sb->stage_epoch);
   put_le32 (p + SB_CRC, rlog_crc32c (0, p, SB_CRC));
 }
 
@@ -163,6 +166,8 @@ rlog_sb_decode (const void *slot, size_t len, struct rlog_sb *sb)
   sb->epoch = get_le64 (p + SB_EPOCH);
   sb->seq_reserved = get_le64 (p + SB_SEQRES);
   memcpy (sb->pair_secret, p + SB_SECRET, RLOG_SECRET_SIZE);
+  sb->stage_seq = get_le64 (p + SB_STAGE_SEQ);
+  sb->stage_epoch = get_le64 (p + SB_STAGE_EPOCH);
   if (!rlog_sb_geometry_ok (sb))
     return RLOG_EINVAL;
   return RLOG_OK;
@@ -267,24 +272,29 @@ rlog_rec_decode_hdr (const void *hdr, size_t len, uint32_t max_rec,
   r->crc = get_le32 (p + R_CRC);
 
   if (get_le32 (p + R_RESERVED) != 0 ||
-      (r->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM)) != 0 ||
+      (r->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM | RLOG_FLAG_SYNC |
+                    RLOG_FLAG_SYNC_END)) != 0 ||
       r->rec_size % RLOG_REC_ALIGN != 0 ||
       r->rec_size < RLOG_REC_HDR_SIZE || r->rec_size > max_rec)
     return RLOG_EINVAL;
   switch (r->op) {
   case RLOG_OP_WRITE:
-    if (r->payload_len != r->length || r->length == 0 ||
+    if ((r->flags & RLOG_FLAG_SYNC_END) ||
+        r->payload_len != r->length || r->length == 0 ||
         r->payload_len > RLOG_MAX_PAYLOAD)
       return RLOG_EINVAL;
     break;
   case RLOG_OP_ZERO:
   case RLOG_OP_TRIM:
-    if (r->payload_len != 0 || r->length == 0)
+    if ((r->flags & RLOG_FLAG_SYNC_END) ||
+        r->payload_len != 0 || r->length == 0)
       return RLOG_EINVAL;
     break;
   case RLOG_OP_FLUSH:
   case RLOG_OP_WRAP:
-    if (r->payload_len != 0 || r->length != 0 || r->offset != 0)
+    if ((r->flags & ~RLOG_FLAG_SYNC_END) != 0 ||
+        (r->op == RLOG_OP_WRAP && r->flags != 0) ||
+        r->payload_len != 0 || r->length != 0 || r->offset != 0)
       return RLOG_EINVAL;
     break;
   default:

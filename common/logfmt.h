@@ -58,6 +58,24 @@ enum rlog_role {
                                  * peer has not recorded "up to date"
                                  * since: tell it "outdated" at the next
                                  * handshake, even after a restart */
+#define RLOG_SB_INCONSISTENT 0x8 /* secondary: a resync is applied in
+                                 * place: the disk is no state the
+                                 * primary passed through until the
+                                 * resync's end record is applied */
+#define RLOG_SB_STAGING    0x10 /* secondary: the records after the
+                                 * checkpoint are a staged resync (not
+                                 * applied; the disk is still the image
+                                 * of checkpoint_seq); discarded at a
+                                 * restart, applied at the end record */
+#define RLOG_SB_RESYNC     0x20 /* secondary: its history is unknown to
+                                 * any primary (demoted, or its log was
+                                 * reset): a checksum resync must run
+                                 * before records are shipped to it */
+#define RLOG_SB_BITMAP     0x40 /* primary: the dirty bitmap (in the
+                                 * reserved area) holds the blocks its
+                                 * peer may lack; the log no longer
+                                 * holds every record after the acked
+                                 * point (plugin/bitmap.c) */
 #define RLOG_SECRET_SIZE   32
 
 enum rlog_op {
@@ -71,6 +89,12 @@ enum rlog_op {
 /* Record flags (a subset of the NBD command flags, own numbering). */
 #define RLOG_FLAG_FUA       0x1   /* client asked for FUA */
 #define RLOG_FLAG_MAY_TRIM  0x2   /* zero: backing may deallocate */
+#define RLOG_FLAG_SYNC      0x4   /* write/zero: a block the sync engine
+                                   * resent (the primary's disk holds it
+                                   * already; see plugin/sync.c) */
+#define RLOG_FLAG_SYNC_END  0x8   /* flush: a sync or resync pass ended
+                                   * here: a secondary holding everything
+                                   * up to this record is consistent */
 
 struct rlog_sb {
   uint32_t version;
@@ -95,6 +119,8 @@ struct rlog_sb {
                               * replicator to its secondary (random at
                               * a primary's format; adopted by a
                               * secondary) */
+  uint64_t stage_seq;        /* RLOG_SB_STAGING: the staged records */
+  uint64_t stage_epoch;      /* follow this seq and epoch */
 };
 
 struct rlog_rec {

@@ -98,7 +98,8 @@ wire_hello_decode (const void *buf, size_t len, struct wire_hello *h)
   memcpy (h->nonce, p + 64, 16);
   h->durable_epoch = get_le64 (p + 80);
   if ((h->role != RLOG_ROLE_PRIMARY && h->role != RLOG_ROLE_SECONDARY) ||
-      (h->flags & ~(WIRE_HELLO_PAIRED | WIRE_HELLO_OUTDATED)) ||
+      (h->flags & ~(WIRE_HELLO_PAIRED | WIRE_HELLO_OUTDATED |
+                     WIRE_HELLO_RESYNC | WIRE_HELLO_STAGING)) ||
       h->applied_seq > h->durable_seq || !reserved_zero (p, 88))
     return WIRE_EINVAL;
   return WIRE_OK;
@@ -115,6 +116,7 @@ wire_control_encode (const struct wire_control *c, uint8_t out[WIRE_MSG_SIZE])
   memcpy (out + 56, c->mac, 32);
   put_le64 (out + 88, c->epoch);
   memcpy (out + 96, c->secret, WIRE_SECRET_SIZE);
+  put_le32 (out + 128, c->flags);
   msg_seal (out, CTRL_MAGIC);
 }
 
@@ -133,8 +135,11 @@ wire_control_decode (const void *buf, size_t len, struct wire_control *c)
   memcpy (c->mac, p + 56, 32);
   c->epoch = get_le64 (p + 88);
   memcpy (c->secret, p + 96, WIRE_SECRET_SIZE);
-  if (c->type < WIRE_CTL_ADOPT || c->type > WIRE_CTL_AUTH ||
-      get_le32 (p + 20) != 0 || !reserved_zero (p, 128))
+  c->flags = get_le32 (p + 128);
+  if (c->type < WIRE_CTL_ADOPT || c->type > WIRE_CTL_RESYNC ||
+      (c->flags & ~WIRE_RESYNC_STAGE) ||
+      (c->type != WIRE_CTL_RESYNC && c->flags != 0) ||
+      get_le32 (p + 20) != 0 || !reserved_zero (p, 132))
     return WIRE_EINVAL;
   return WIRE_OK;
 }

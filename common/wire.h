@@ -31,13 +31,34 @@
 #define WIRE_BATCH_BASE      (1ULL << 30)
 #define WIRE_BATCH_SLOT      (64ULL << 20) /* largest NBD request */
 #define WIRE_BATCH_SLOTS     1024          /* distinct offsets in flight */
-#define WIRE_EXPORT_SIZE     (WIRE_BATCH_BASE + WIRE_BATCH_SLOTS * WIRE_BATCH_SLOT)
+/* Block checksums of the node's disk (docs/design.md "Sums"): a read of
+ * nblocks * WIRE_SUM_SIZE bytes at WIRE_SUMS_OFFSET (shift, off) returns
+ * the bsum_block of each block of 1 << shift bytes from volume offset
+ * off (a multiple of the block size; the volume's last block may be
+ * short).
+ */
+#define WIRE_SUMS_BASE       (1ULL << 44)
+#define WIRE_SUM_SIZE        16
+#define WIRE_SUMS_MAX        4096          /* blocks per read */
+#define WIRE_SUMS_MIN_SHIFT  12            /* 4 KiB */
+#define WIRE_SUMS_MAX_SHIFT  24            /* 16 MiB */
+#define WIRE_SUMS_OFFSET(shift, off) \
+  (WIRE_SUMS_BASE + ((uint64_t) (shift) << 40) + \
+   ((uint64_t) (off) >> (shift)) * WIRE_SUM_SIZE)
+#define WIRE_EXPORT_SIZE     (1ULL << 46)
 #define WIRE_BATCH_HDR_SIZE  64
 #define WIRE_BATCH_MAX       (32u << 20)   /* raw record bytes per batch */
 
 /* HELLO flags */
 #define WIRE_HELLO_PAIRED    0x1   /* the secondary's log has a volume */
 #define WIRE_HELLO_OUTDATED  0x2   /* it missed acknowledged writes */
+#define WIRE_HELLO_RESYNC    0x4   /* its disk is not a known prefix of
+                                    * the primary's history (a resync in
+                                    * place is unfinished, or it was
+                                    * demoted): a full checksum resync
+                                    * must run first */
+#define WIRE_HELLO_STAGING   0x8   /* a staged resync is pending (the
+                                    * disk is the image of applied_seq) */
 
 struct wire_hello {
   uint8_t volume_uuid[16];
@@ -55,6 +76,11 @@ enum wire_control_type {
   WIRE_CTL_OUTDATED = 2,       /* you missed writes acknowledged here */
   WIRE_CTL_UPTODATE = 3,       /* you have everything up to seq */
   WIRE_CTL_AUTH = 4,           /* prove the pair secret (mac) */
+  WIRE_CTL_RESYNC = 5,         /* a resync starts: the records that follow
+                                * continue after seq (epoch), not after
+                                * what you hold; hold the disk's image
+                                * until the SYNC_END record if flags has
+                                * WIRE_RESYNC_STAGE */
 };
 
 #define WIRE_SECRET_SIZE     32
@@ -74,7 +100,10 @@ struct wire_control {
   uint64_t epoch;              /* ADOPT: epoch of the base seq */
   uint8_t mac[WIRE_MAC_SIZE];
   uint8_t secret[WIRE_SECRET_SIZE]; /* ADOPT only, else zero */
+  uint32_t flags;              /* RESYNC only: WIRE_RESYNC_STAGE */
 };
+
+#define WIRE_RESYNC_STAGE    0x1
 
 /* Batch flags */
 #define WIRE_BATCH_LZ4       0x1

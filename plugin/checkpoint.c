@@ -43,6 +43,13 @@ checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
                   strerror (err));
     return -1;
   }
+  /* The dirty bitmap first: it covers the records freed now. */
+  if (bitmap_flush () == -1) {
+    err = errno;
+    replica_fail (r, err, "writing the dirty bitmap for a checkpoint "
+                  "failed: %s", strerror (err));
+    return -1;
+  }
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   sb.checkpoint_seq = seq;
@@ -113,15 +120,18 @@ checkpoint_thread (void *arg)
     if (stop)
       break;
 
+    pthread_mutex_lock (&r->ckpt_lock);
     journal_checkpoint_point (&r->journal, &seq, &epoch, &lsn);
-    /* With a peer: never past what it acknowledged (repl.c). */
+    /* With a peer: never past what it acknowledged (repl.c); on a
+     * secondary, never into a staged resync (secondary.c).
+     */
     repl_clamp_checkpoint (&seq, &epoch, &lsn);
     pthread_mutex_lock (&r->log->sb_lock);
     stop = lsn == r->log->sb.checkpoint_lsn;   /* nothing new */
     pthread_mutex_unlock (&r->log->sb_lock);
-    if (stop)
-      continue;
-    checkpoint_now (r, seq, epoch, lsn);
+    if (!stop)
+      checkpoint_now (r, seq, epoch, lsn);
+    pthread_mutex_unlock (&r->ckpt_lock);
   }
   return NULL;
 }

@@ -210,6 +210,18 @@ serve_one (struct replica *r, int fd)
       : reply_error (why);
   else if (strcmp (cmd, "status") == 0)
     reply = status_json (r);
+  else if (strcmp (cmd, "verify") == 0 || strcmp (cmd, "verify --repair") == 0) {
+    json_object *o = json_object_new_object ();
+
+    if (rep.role == RLOG_ROLE_PRIMARY && repl_active () &&
+        sync_verify (strcmp (cmd, "verify --repair") == 0, &why) == 0)
+      add_str (o, "verify_state", "running");
+    else
+      add_str (o, "error", rep.role == RLOG_ROLE_PRIMARY && repl_active ()
+               ? why : "verify runs on a primary with a peer");
+    reply = strdup (json_object_to_json_string (o));
+    json_object_put (o);
+  }
   else if (strcmp (cmd, "promote") == 0 || strcmp (cmd, "promote --force") == 0) {
     json_object *o = json_object_new_object ();
 

@@ -83,6 +83,12 @@ replica_recover (struct replica *r)
   struct rlog_rec last_rec = { 0 };   /* the last record replayed, */
   uint64_t last_lsn = 0;              /* where it starts, */
   uint32_t last_pcrc = 0;             /* and its payload's CRC */
+  /* A secondary stopped during a staged resync: the staged records were
+   * never applied (the disk is the image of the checkpoint), and the
+   * primary resyncs from the start when it is back: skip them.
+   */
+  bool discard = r->role == RLOG_ROLE_SECONDARY &&
+    (r->log->sb.flags & RLOG_SB_STAGING);
   int n, err;
 
   if (rlog_scan_init (&scan, r->log) == -1) {
@@ -91,7 +97,12 @@ replica_recover (struct replica *r)
   }
   last_seq = scan.prev_seq;
   last_epoch = scan.prev_epoch;
-  while ((n = rlog_scan_next (&scan, &rec, &payload)) == 1) {
+  if (discard) {
+    snprintf (scan.why, sizeof scan.why, "a staged resync was discarded");
+    nbdkit_debug ("replica: discarding the staged resync in the log: the "
+                  "disk keeps the image of seq %" PRIu64, last_seq);
+  }
+  while (!discard && (n = rlog_scan_next (&scan, &rec, &payload)) == 1) {
     if (!r->can_write) {
       nbdkit_error ("replica-log: %s holds records not yet applied, but "
                     "the backing is read-only: start without -r to "
@@ -110,7 +121,7 @@ replica_recover (struct replica *r)
     last_lsn = scan.lsn - rec.rec_size;
     last_pcrc = rlog_payload_crc (payload, rec.payload_len);
     if (r->role == RLOG_ROLE_PRIMARY && repl_active ())
-      repl_recovered (rec.seq, rec.epoch, scan.lsn);
+      repl_recovered (rec.seq, rec.epoch, scan.lsn, rec.offset, rec.length);
   }
   if (scan.stop == RLOG_STOP_IOERR) {
     nbdkit_error ("replica-log: reading %s: %s", r->log_path, scan.why);
@@ -169,6 +180,7 @@ replica_recover (struct replica *r)
     sb.checkpoint_lsn = r->recovered_lsn;
     repl_base_moved (r->recovered_lsn);
   }
+  sb.flags &= ~RLOG_SB_STAGING;
   sb.epoch++;
   if (sb.seq_reserved < last_seq)
     sb.seq_reserved = last_seq;

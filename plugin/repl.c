@@ -57,6 +57,15 @@ static struct {
   uint64_t tell_id_of[2];       /* ... of the last OUTDATED, UPTODATE */
   bool ack_fence;               /* after RESET: ACKs are stale until the
                                  * next handshake (frames are ordered) */
+  bool bitmap_resume;           /* the last pass started was a bitmap
+                                 * pass (link_local.bitmap_resume) */
+  struct point bm_from, bm_to;  /* bitmap entry: the acked and durable
+                                 * points; the records between were ours
+                                 * (scanned into it) */
+  bool bm_span;                 /* bm_from, bm_to are valid */
+  bool unclamped;               /* the dirty bitmap covers what the peer
+                                 * lacks: checkpoints ignore the acked
+                                 * point (bitmap.c) */
   struct mark *marks;           /* ring of unacknowledged batches */
   size_t mcap, mhead, mlen;
   uint64_t lag_records;
@@ -191,15 +200,15 @@ outbox_flush (void)
  * thread sends the rest when it drains).  Never blocks the data path.
  */
 static void
-send_frame (uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
-            const char *text)
+send_frame_e (uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
+              uint64_t e, const char *text)
 {
   struct chan_msg m;
   size_t n;
 
   if (R.fd < 0)
     return;
-  chan_msg_init (&m, type, a, b, c, d, 0, text);
+  chan_msg_init (&m, type, a, b, c, d, e, text);
   if (R.outlen + CHAN_HDR_SIZE + CHAN_TEXT_MAX > OUTBOX_MAX) {
     chan_drop ("the replicator does not read its channel");
     return;
@@ -213,6 +222,13 @@ send_frame (uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
       /* full pipe: the link thread is awake anyway */
     }
   }
+}
+
+static void
+send_frame (uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
+            const char *text)
+{
+  send_frame_e (type, a, b, c, d, 0, text);
 }
 
 /* Sync: ship what is written (overlapping our own log sync).  Async:
@@ -307,15 +323,38 @@ do_actions (unsigned act, const struct chan_msg *peer)
     persist_peer_outdated (true);       /* before any write is released */
   if (act & LINK_ACT_LOG)
     log_reason ();
-  if (act & LINK_ACT_DISCONNECT)
+  if (act & LINK_ACT_DISCONNECT) {
     send_frame (CHAN_DISCONNECT, 0, 0, 0, 0, R.link.reason);
+    sync_link_lost ();
+  }
   if (act & LINK_ACT_CONNECT)
-    send_frame (CHAN_CONNECT, R.acked.seq, R.acked.epoch, R.acked.lsn, 0,
-                NULL);
+    send_frame (CHAN_CONNECT, R.acked.seq, R.acked.epoch, R.acked.lsn,
+                R.unclamped ? CHAN_CONNECT_NOSCAN : 0, NULL);
   if ((act & LINK_ACT_SHIP) && peer) {
-    if (act & LINK_ACT_ADOPT)
-      send_frame (CHAN_SHIP, R.acked.seq, R.acked.epoch, R.acked.lsn, 1,
-                  NULL);
+    if (act & (LINK_ACT_ADOPT | LINK_ACT_RESYNC)) {
+      /* From the acked point: our log holds everything after it.  A
+       * resync tells the peer to continue from there, whatever it
+       * holds, and the sync pass covers what it may lack or hold
+       * otherwise (sync.c).  With the bitmap, the log holds everything
+       * after the durable point (no checkpoint passes it), and the
+       * bitmap covers what came before: ship from there, and hold the
+       * log's tail for the peer again.
+       */
+      if (R.unclamped) {
+        R.acked = R.durable;
+        marks_acked (R.acked.seq);
+        R.unclamped = false;
+      }
+      send_frame_e (CHAN_SHIP, R.acked.seq, R.acked.epoch, R.acked.lsn,
+                    ((act & LINK_ACT_ADOPT) ? CHAN_SHIP_ADOPT : 0) |
+                    ((act & LINK_ACT_RESYNC) ? CHAN_SHIP_RESYNC : 0),
+                    R.link.sync_stage ? WIRE_RESYNC_STAGE : 0, NULL);
+      if (act & LINK_ACT_RESYNC) {
+        R.bitmap_resume = R.link.sync_bitmap;
+        sync_start_pass (R.link.sync_initial, R.link.sync_full,
+                         R.link.sync_bitmap, R.link.sync_why);
+      }
+    }
     else {
       /* The peer holds up to its durable seq, which is in our log. */
       if (peer->a > R.acked.seq)
@@ -352,6 +391,9 @@ step (enum link_event_type type, uint64_t seq, const struct link_peer *peer)
   ev.local.backing_size = R.backing_size;
   ev.local.head_seq = R.written.seq;
   ev.local.acked_seq = R.acked.seq;
+  ev.local.initial_sync = repl_cfg.initial_sync;
+  ev.local.bitmap = bitmap_tracking ();
+  ev.local.bitmap_resume = R.bitmap_resume;
   ev.mode = R.link.mode;
   act = link_step (&R.link, &ev);
   if (before != R.link.state && replica_debug_link)
@@ -374,6 +416,17 @@ on_peer (const struct chan_msg *m)
   p.durable_seq = m->a;
   p.seq_known = flags & CHAN_PEER_KNOWN;
   p.behind = flags & CHAN_PEER_BEHIND;
+  p.needs_resync = flags & CHAN_PEER_RESYNC;
+  /* The bitmap took over with records in flight: a peer that holds
+   * some of them (its acknowledgements were lost with the link) is
+   * still a prefix of ours, though the log no longer says so.  Seqs
+   * are never reused, and between the two points our records all have
+   * the one epoch if the points do.
+   */
+  if (R.unclamped && R.bm_span && !p.seq_known && !p.behind &&
+      R.bm_from.epoch == R.bm_to.epoch && m->b == R.bm_from.epoch &&
+      m->a >= R.bm_from.seq && m->a <= R.bm_to.seq)
+    p.seq_known = true;
   R.peer_durable = m->a;
   R.handshakes++;
   R.ack_fence = false;
@@ -388,6 +441,11 @@ on_ack (const struct chan_msg *m)
   if (m->a > R.acked.seq && m->c >= R.acked.lsn && m->c <= R.written.lsn) {
     R.acked = (struct point) { m->a, m->b, m->c };
     marks_acked (m->a);
+  }
+  if (sync_acked (R.acked.seq)) {
+    bitmap_end ();
+    R.bitmap_resume = false;
+    R.bm_span = false;
   }
   do_actions (step (LINK_EV_ACK, R.acked.seq, NULL), NULL);
 }
@@ -429,6 +487,9 @@ on_frame (const struct chan_msg *m)
     if (m->a == WIRE_CTL_UPTODATE && !R.link.peer_outdated &&
         !R.link.tell_outdated)
       persist_peer_outdated (false);
+    break;
+  case CHAN_SUMS:
+    sync_sums (m);
     break;
   case CHAN_STATS:
     R.link_sent = m->a;
@@ -554,7 +615,7 @@ link_thread (void *arg)
   return NULL;
 }
 
-void
+int
 repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn)
 {
   pthread_condattr_t a;
@@ -577,11 +638,18 @@ repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn)
     R.link.peer_outdated = true;
     R.link.tell_outdated = true;
   }
+  /* The log was freed past the acked point: the bitmap covers it. */
+  if (configured && bitmap_start () == -1)
+    return -1;
+  R.unclamped = bitmap_tracking ();
+  return 0;
 }
 
 void
-repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end)
+repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
+                uint64_t offset, uint32_t length)
 {
+  bitmap_mark (offset, length);
   pthread_mutex_lock (&R.lock);
   mark_push (seq, lsn_end, 1);
   R.written = R.durable = R.sent = (struct point) { seq, epoch, lsn_end };
@@ -617,6 +685,8 @@ repl_start (struct replica *r)
     return -1;
   }
   R.running = true;
+  if (sync_start () == -1)
+    return -1;
   if (!(repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") == 0))
     return spawn_start (r);
   return 0;
@@ -629,6 +699,7 @@ repl_stop (void)
   R.stopping = true;            /* (the replicator's end is expected) */
   pthread_cond_broadcast (&R.acked_cond);
   pthread_mutex_unlock (&R.lock);
+  sync_stop ();
   spawn_stop ();
   if (R.running) {
     if (write (R.wake[1], "", 1) == -1) { /* awake anyway */ }
@@ -640,6 +711,7 @@ repl_stop (void)
     close (R.fd);
   R.fd = -1;
   pthread_mutex_unlock (&R.lock);
+  bitmap_stop ();
 }
 
 /* Has the client of this request's connection gone away (or nbdkit
@@ -711,21 +783,155 @@ repl_wait_acked (uint64_t seq, int *err)
   return ret;
 }
 
+/* Should the dirty bitmap take over the log's tail (lock held)?  The
+ * peer is away, the log three quarters full, and the admin allows it.
+ */
+static bool
+bitmap_wanted (void)
+{
+  return !repl_cfg.log_full_wait && !R.unclamped &&
+    R.link.state != LINK_REPLICATING &&
+    journal_used_bytes (&rep.journal) >= rep.journal.ring_size / 4 * 3;
+}
+
+/* Switch to the bitmap (the checkpointer, ckpt_lock held, R.lock not):
+ * writes mark it from now on; the records after the acked point, up to
+ * the durable point read after that (every record whose writer may not
+ * have seen the switch is durable by then), are marked from the log;
+ * then it is durable, and only then may checkpoints pass the acked
+ * point.
+ */
+static void
+enter_bitmap (void)
+{
+  struct point a, d;
+
+  pthread_mutex_lock (&R.lock);
+  if (!bitmap_wanted () || bitmap_begin_tracking () == -1) {
+    pthread_mutex_unlock (&R.lock);
+    return;
+  }
+  a = R.acked;
+  d = R.durable;
+  pthread_mutex_unlock (&R.lock);
+  if (bitmap_cover (a.seq, a.epoch, a.lsn, d.seq) == -1)
+    return;                     /* tracking, but still clamped */
+  pthread_mutex_lock (&R.lock);
+  R.unclamped = true;
+  R.bm_from = a;
+  R.bm_to = d;
+  R.bm_span = true;
+  pthread_mutex_unlock (&R.lock);
+}
+
 void
 repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch, uint64_t *lsn)
 {
+  bool want;
+
+  if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) == RLOG_ROLE_SECONDARY) {
+    secondary_clamp_checkpoint (seq, epoch, lsn);
+    return;
+  }
   if (!repl_active ())
     return;
+  pthread_mutex_lock (&R.lock);
+  want = bitmap_wanted ();
+  pthread_mutex_unlock (&R.lock);
+  if (want)
+    enter_bitmap ();
   pthread_mutex_lock (&R.lock);
   /* At equal positions too: the acked point names a record the peer
    * holds, which a later start hands the replicator as its base.
    */
-  if (R.acked.lsn <= *lsn) {
+  if (!R.unclamped && R.acked.lsn <= *lsn) {
     *seq = R.acked.seq;
     *epoch = R.acked.epoch;
     *lsn = R.acked.lsn;
   }
   pthread_mutex_unlock (&R.lock);
+}
+
+/* ---- for the sync engine (sync.c; never called with its lock) ---- */
+
+int
+repl_sums_request (uint64_t off, uint32_t nblocks, unsigned shift,
+                   uint64_t id)
+{
+  int r = -1;
+
+  pthread_mutex_lock (&R.lock);
+  if (R.fd >= 0 && R.link.state == LINK_REPLICATING) {
+    send_frame (CHAN_SUMS_REQ, off, nblocks, shift, id, NULL);
+    r = 0;
+  }
+  pthread_mutex_unlock (&R.lock);
+  return r;
+}
+
+uint64_t
+repl_lag_bytes (void)
+{
+  uint64_t r;
+
+  pthread_mutex_lock (&R.lock);
+  r = R.written.lsn - R.acked.lsn;
+  pthread_mutex_unlock (&R.lock);
+  return r;
+}
+
+bool
+repl_shipping (void)
+{
+  bool r;
+
+  pthread_mutex_lock (&R.lock);
+  r = repl_active () && R.fd >= 0 && R.link.state == LINK_REPLICATING;
+  pthread_mutex_unlock (&R.lock);
+  return r;
+}
+
+/* The sync pass appended its end record: it may be acknowledged. */
+void
+repl_kick_acked (void)
+{
+  pthread_mutex_lock (&R.lock);
+  if (sync_acked (R.acked.seq)) {
+    bitmap_end ();
+    R.bitmap_resume = false;
+    R.bm_span = false;
+  }
+  pthread_mutex_unlock (&R.lock);
+}
+
+/* Wait until the peer acknowledged everything written now; -1 if the
+ * link is lost or it takes more than timeout_s.
+ */
+int
+repl_wait_peer_caught_up (unsigned timeout_s)
+{
+  uint64_t want, deadline = now_ms () + timeout_s * 1000ULL;
+  int r = -1;
+
+  pthread_mutex_lock (&R.lock);
+  want = R.written.seq;
+  while (R.link.state == LINK_REPLICATING && !R.stopping &&
+         now_ms () < deadline) {
+    struct timespec ts;
+    if (R.acked.seq >= want) {
+      r = 0;
+      break;
+    }
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += 5000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait (&R.acked_cond, &R.lock, &ts);
+  }
+  pthread_mutex_unlock (&R.lock);
+  return r;
 }
 
 int
@@ -801,5 +1007,11 @@ repl_status (json_object *o, uint64_t head_seq)
   add_u64 (o, "replicator_pid", R.pid);
   add_u64 (o, "handshakes", R.handshakes);
   add_u64 (o, "link_errors", R.link_errors);
+  json_object_object_add (o, "bitmap", json_object_new_string
+                          (!bitmap_tracking () ? "off" : R.unclamped
+                           ? "tracking" : "resyncing"));
+  add_u64 (o, "bitmap_dirty_bytes", bitmap_dirty_bytes ());
   pthread_mutex_unlock (&R.lock);
+  if (active)
+    sync_status (o);
 }

@@ -33,6 +33,11 @@ struct repl_config {
   enum link_mode mode;
   enum link_sync_policy policy;
   uint64_t sync_timeout_ms;
+  enum link_initial_sync initial_sync; /* replica-initial-sync */
+  unsigned sync_shift;          /* replica-sync-block-size = 1 << this */
+  uint64_t resync_rate;         /* replica-resync-rate, bytes/s; 0: none */
+  char *bind;                   /* replica-bind: local address, or NULL */
+  bool log_full_wait;           /* replica-log-full=wait (else bitmap) */
 };
 extern struct repl_config repl_cfg;
 
@@ -51,7 +56,12 @@ extern int repl_config_complete (unsigned role_key);
   "replica-compress=lz4|none Compress records on the link (default: none).\n" \
   "replica-sync-timeout=<SECONDS>  Sync wait before degrading (default: 10).\n" \
   "replica-sync-policy=degrade|wait  When the peer cannot ack in sync mode.\n" \
-  "replica-replicator=<PATH>|external  The replicator to start."
+  "replica-replicator=<PATH>|external  The replicator to start.\n" \
+  "replica-initial-sync=checksum|full|none  How a new peer is synced.\n" \
+  "replica-sync-block-size=<SIZE>  Block compared by sums (default: 4K).\n" \
+  "replica-resync-rate=<RATE>  Cap on resent bytes/s (default: none).\n" \
+  "replica-bind=<ADDR>       Local address of the replication link.\n" \
+  "replica-log-full=bitmap|wait  Peer away, log full (default: bitmap)."
 
 /* Is this a primary with a peer (replica-peer or an external
  * replicator)?  Then the log's tail is held at the peer's
@@ -60,9 +70,10 @@ extern int repl_config_complete (unsigned role_key);
 extern bool repl_active (void);
 
 /* Before recovery: the peer holds everything up to the checkpoint. */
-extern void repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn);
+extern int repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn);
 /* Recovery replayed a record the peer may not have. */
-extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end);
+extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
+                            uint64_t offset, uint32_t length);
 /* Recovery found nothing after the checkpoint and moved its position
  * (same record) over unreadable bytes to lsn.
  */
@@ -81,6 +92,28 @@ extern int repl_wait_acked (uint64_t seq, int *err);
 /* Never checkpoint past what the peer acknowledged. */
 extern void repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
                                    uint64_t *lsn);
+
+/* For the sync engine (repl.c). */
+extern int repl_sums_request (uint64_t off, uint32_t nblocks, unsigned shift,
+                              uint64_t id);
+extern uint64_t repl_lag_bytes (void);
+extern bool repl_shipping (void);
+extern void repl_kick_acked (void);
+extern int repl_wait_peer_caught_up (unsigned timeout_s);
+
+/* sync.c: initial sync, resync and verify of a primary's peer. */
+struct chan_msg;
+extern int sync_start (void);
+extern void sync_stop (void);
+extern void sync_start_pass (bool initial, bool full, bool bitmap,
+                             const char *why);
+extern void sync_link_lost (void);
+extern bool sync_acked (uint64_t seq);
+extern void sync_sums (const struct chan_msg *m);
+extern bool sync_busy (void);
+extern void sync_client_write (void);
+extern int sync_verify (bool repair, const char **why);
+extern void sync_status (json_object *o);
 
 /* control.c */
 extern void add_u64 (json_object *o, const char *k, uint64_t v);
@@ -105,5 +138,26 @@ extern int secondary_pwrite (nbdkit_next *next, struct conn *c,
 extern void secondary_close (struct conn *c);
 extern void secondary_quiesce (void);
 extern void secondary_status (json_object *o);
+extern void secondary_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
+                                        uint64_t *lsn);
+struct rlog_sb;
+extern bool secondary_promote_fixup (struct rlog_sb *sb);
+extern void secondary_promoted (const struct rlog_sb *sb, bool rolled_back);
+
+/* bitmap.c: a primary's dirty bitmap. */
+extern int bitmap_start (void);
+extern void bitmap_stop (void);
+extern bool bitmap_tracking (void);
+extern void bitmap_mark (uint64_t off, uint64_t len);
+extern bool bitmap_any (uint64_t off, uint64_t len);
+extern uint64_t bitmap_dirty_bytes (void);
+extern int bitmap_flush (void);
+extern int bitmap_begin_tracking (void);
+extern int bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn,
+                         uint64_t upto);
+extern void bitmap_end (void);
+
+/* sums.c: the secondary's block sums (a read of the sums region). */
+extern int sums_pread (void *buf, uint32_t count, uint64_t offset, int *err);
 
 #endif /* REPLICA_REPL_H */

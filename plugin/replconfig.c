@@ -19,7 +19,45 @@ struct repl_config repl_cfg = {
   .mode = LINK_SYNC,
   .policy = LINK_SYNC_DEGRADE,
   .sync_timeout_ms = LINK_SYNC_TIMEOUT_MS,
+  .initial_sync = LINK_INITIAL_CHECKSUM,
+  .sync_shift = 12,
 };
+
+/* replica-sync-block-size: a power of two from 4K to 1M (a block must
+ * fit one record, RLOG_MAX_PAYLOAD).
+ */
+static int
+parse_block_size (const char *key, const char *value)
+{
+  int64_t n = nbdkit_parse_size (value);
+
+  if (n == -1)
+    return -1;
+  for (unsigned s = WIRE_SUMS_MIN_SHIFT; s <= 20; ++s)
+    if (n == (int64_t) 1 << s) {
+      repl_cfg.sync_shift = s;
+      return 0;
+    }
+  nbdkit_error ("%s: '%s' is not a power of two from 4K to 1M", key, value);
+  return -1;
+}
+
+/* replica-resync-rate: bytes per second, with the size suffixes. */
+static int
+parse_rate (const char *key, const char *value)
+{
+  int64_t n = nbdkit_parse_size (value);
+
+  if (n == -1)
+    return -1;
+  if (n > 0 && n < 1024 * 1024) {
+    nbdkit_error ("%s: %s per second would crawl: use at least 1M (or 0 "
+                  "for no cap)", key, value);
+    return -1;
+  }
+  repl_cfg.resync_rate = n;
+  return 0;
+}
 
 static int
 set_str (char **dst, const char *value)
@@ -104,6 +142,38 @@ repl_config_key (const char *key, const char *value)
     }
     return 0;
   }
+  if (strcmp (key, "replica-initial-sync") == 0) {
+    if (strcmp (value, "checksum") == 0)
+      repl_cfg.initial_sync = LINK_INITIAL_CHECKSUM;
+    else if (strcmp (value, "full") == 0)
+      repl_cfg.initial_sync = LINK_INITIAL_FULL;
+    else if (strcmp (value, "none") == 0)
+      repl_cfg.initial_sync = LINK_INITIAL_NONE;
+    else {
+      nbdkit_error ("replica-initial-sync: unknown method '%s' (use "
+                    "checksum, full or none)", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "replica-sync-block-size") == 0)
+    return parse_block_size (key, value);
+  if (strcmp (key, "replica-resync-rate") == 0)
+    return parse_rate (key, value);
+  if (strcmp (key, "replica-log-full") == 0) {
+    if (strcmp (value, "bitmap") == 0)
+      repl_cfg.log_full_wait = false;
+    else if (strcmp (value, "wait") == 0)
+      repl_cfg.log_full_wait = true;
+    else {
+      nbdkit_error ("replica-log-full: unknown policy '%s' (use bitmap or "
+                    "wait)", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "replica-bind") == 0)
+    return set_str (&repl_cfg.bind, value);
   if (strcmp (key, "replica-compress") == 0) {
     if (strcmp (value, "lz4") == 0)
       repl_cfg.compress = true;
@@ -161,6 +231,38 @@ check_peer_uri (const char *uri)
   return 0;
 }
 
+/* replica-bind: the replicator makes the TCP socket itself, and
+ * libnbd 1.14 cannot check a server certificate on a socket it did not
+ * open (no TLS hostname): a TCP peer, with a PSK or without TLS.
+ */
+static int
+check_bind (void)
+{
+  const char *p = repl_cfg.peer;
+
+  if (!repl_cfg.bind)
+    return 0;
+  if (strncmp (p, "nbds://", 7) != 0 && strncmp (p, "nbd://", 6) != 0) {
+    nbdkit_error ("replica-bind: applies to a TCP peer (nbds://HOST:PORT/), "
+                  "not to %s", p);
+    return -1;
+  }
+  if (repl_cfg.tls_certificates) {
+    nbdkit_error ("replica-bind: cannot be used with "
+                  "replica-tls-certificates (libnbd 1.14 cannot verify the "
+                  "peer's certificate on a socket it did not open): use "
+                  "replica-tls-psk");
+    return -1;
+  }
+  if (strncmp (p, "nbds://", 7) == 0 && !repl_cfg.tls_psk &&
+      !strstr (p, "tls-psk-file=")) {
+    nbdkit_error ("replica-bind: a TLS peer needs replica-tls-psk (or "
+                  "tls-psk-file in the URI)");
+    return -1;
+  }
+  return 0;
+}
+
 int
 repl_config_complete (unsigned role_key)
 {
@@ -173,9 +275,10 @@ repl_config_complete (unsigned role_key)
   }
   if (!repl_cfg.peer) {
     if (repl_cfg.tls_psk || repl_cfg.tls_certificates ||
-        repl_cfg.tls_username || repl_cfg.compress) {
-      nbdkit_error ("replica-tls-*/replica-compress: these configure the "
-                    "link to the peer, but replica-peer is not given");
+        repl_cfg.tls_username || repl_cfg.compress || repl_cfg.bind) {
+      nbdkit_error ("replica-tls-*/replica-compress/replica-bind: these "
+                    "configure the link to the peer, but replica-peer is "
+                    "not given");
       return -1;
     }
     if (repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") != 0) {
@@ -208,5 +311,5 @@ repl_config_complete (unsigned role_key)
                   "or the other");
     return -1;
   }
-  return 0;
+  return check_bind ();
 }

@@ -232,6 +232,7 @@ replica_get_ready (int thread_model)
   conns_init (thread_model);
   pthread_mutex_init (&rep.state_lock, NULL);
   pthread_cond_init (&rep.ckpt_cond, NULL);
+  pthread_mutex_init (&rep.ckpt_lock, NULL);
   rangelock_init (&rep.ranges);
   if (open_or_create_log () == -1)
     return -1;
@@ -360,8 +361,9 @@ replica_after_fork (nbdkit_backend *backend)
   }
 
   /* The peer holds at least what was checkpointed. */
-  repl_init (rep.log->sb.checkpoint_seq, rep.log->sb.checkpoint_epoch,
-             rep.log->sb.checkpoint_lsn);
+  if (repl_init (rep.log->sb.checkpoint_seq, rep.log->sb.checkpoint_epoch,
+                 rep.log->sb.checkpoint_lsn) == -1)
+    return -1;
   /* Status is served during a long replay already (state recovering). */
   if (control_start (&rep) == -1 || replica_recover (&rep) == -1)
     return -1;
@@ -438,6 +440,11 @@ append_and_apply (nbdkit_next *next, struct junit *u, int *err)
                     "append could not be invalidated: the log is fenced");
     return -1;
   }
+  /* Durable; before the apply, hence before any checkpoint passes it:
+   * the dirty bitmap, if the log no longer keeps the peer's backlog.
+   */
+  for (size_t i = 0; i < u->n; ++i)
+    bitmap_mark (u->entries[i].offset, u->entries[i].length);
   for (size_t i = 0; i < u->n; ++i) {
     struct jentry *e = &u->entries[i];
     int berr = 0;
@@ -511,6 +518,7 @@ journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
 
   /* Before the first apply: checkpoints now flush this context too. */
   __atomic_store_n (&c->wrote, true, __ATOMIC_RELEASE);
+  sync_client_write ();         /* a resync yields to busy clients */
   rangelock_acquire (&rep.ranges, &range, offset, count);
   /* Units of at most a quarter of the ring, so a request larger than
    * the log still makes progress (each unit is applied, hence freeable,
@@ -744,33 +752,39 @@ int
 replica_promote (struct replica *r, bool force, const char **why)
 {
   struct rlog_sb sb;
+  bool rolled_back;
   int ret = 0;
 
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
-  *why = link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED, force);
+  *why = link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED,
+                             sb.flags & RLOG_SB_RESYNC, force);
   pthread_mutex_unlock (&r->log->sb_lock);
   if (*why)
     return -1;
-  /* No batch is accepted from now on; those journaled are applied. */
+  /* No batch is accepted from now on; those journaled are committed. */
   secondary_quiesce ();
   if (__atomic_load_n (&r->state, __ATOMIC_ACQUIRE) == VOL_FAILED) {
     *why = "the volume failed";
     return -1;
   }
+  pthread_mutex_lock (&r->ckpt_lock);
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   sb.role = RLOG_ROLE_PRIMARY;
   sb.flags &= ~RLOG_SB_OUTDATED;
+  rolled_back = secondary_promote_fixup (&sb);
   sb.epoch++;                   /* our own records from now on */
   ret = rlog_sb_write_locked (r->log, &sb);
   if (ret == -1)
     *why = "writing the superblock failed";
   else {
+    secondary_promoted (&sb, rolled_back);
     journal_lead (&r->journal, sb.epoch);
     __atomic_store_n (&r->role, RLOG_ROLE_PRIMARY, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&r->log->sb_lock);
+  pthread_mutex_unlock (&r->ckpt_lock);
   if (!*why)
     nbdkit_debug ("replica: promoted to primary");
   return *why ? -1 : 0;

@@ -57,6 +57,9 @@ struct replica {
   uint64_t recovered_lsn;       /* next record goes */
 
   pthread_t ckpt_thread;
+  pthread_mutex_t ckpt_lock;    /* one checkpoint writer at a time (the
+                                 * checkpointer; a secondary's resync
+                                 * moving its checkpoint) */
   pthread_cond_t ckpt_cond;
   bool ckpt_wanted;
   bool ckpt_running;

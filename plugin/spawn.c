@@ -99,6 +99,10 @@ build_argv (struct replica *r)
     S.argv[n++] = (char *) "--compress";
     S.argv[n++] = (char *) "lz4";
   }
+  if (repl_cfg.bind) {
+    S.argv[n++] = (char *) "--bind";
+    S.argv[n++] = repl_cfg.bind;
+  }
   if (replica_debug_verbose)
     S.argv[n++] = (char *) "--debug";
   S.argv[n] = NULL;

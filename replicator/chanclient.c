@@ -21,8 +21,14 @@
 
 #include "replicator.h"
 
-#define CHAN_IN_SIZE  (64 * 1024)     /* >= one whole frame */
+#define CHAN_IN_SIZE  (128 * 1024)    /* >= one whole frame */
 #define CHAN_OUT_MAX  (4 * 1024 * 1024)
+
+/* A frame that does not fit would never be parsed, and a read of 0
+ * bytes into a full buffer would look like the end of file.
+ */
+_Static_assert (CHAN_IN_SIZE >= CHAN_HDR_SIZE + CHAN_TEXT_MAX,
+                "the receive buffer holds the largest frame");
 
 void
 chanc_init (struct chanc *c)
@@ -101,7 +107,11 @@ chanc_close (struct chanc *c)
 void
 chanc_send (struct chanc *c, const struct chan_msg *m)
 {
-  size_t need = CHAN_HDR_SIZE + CHAN_TEXT_MAX;
+  /* This frame's size, not the largest (CHAN_SUMS texts are 64 KiB,
+   * most frames have none).
+   */
+  size_t need = CHAN_HDR_SIZE +
+    (m->text_len > CHAN_TEXT_MAX ? CHAN_TEXT_MAX : m->text_len);
 
   if (c->fd == -1 || c->broken)
     return;
@@ -131,8 +141,19 @@ chanc_sendf (struct chanc *c, uint16_t type, uint64_t a, uint64_t b,
              uint64_t cc, uint64_t d, uint64_t e, const char *text)
 {
   struct chan_msg m;
+  size_t n = text ? strlen (text) : 0;
 
-  chan_msg_init (&m, type, a, b, cc, d, e, text);
+  /* Not chan_msg_init: it would clear all CHAN_TEXT_MAX bytes of text
+   * for every ACK and STATS.
+   */
+  m.type = type;
+  m.a = a;
+  m.b = b;
+  m.c = cc;
+  m.d = d;
+  m.e = e;
+  m.text_len = n > CHAN_TEXT_MAX ? CHAN_TEXT_MAX : n;
+  memcpy (m.text, text ? text : "", m.text_len);
   chanc_send (c, &m);
 }
 

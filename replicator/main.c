@@ -3,7 +3,8 @@
  *
  *   nbd-replicator --control SOCKET --peer URI [--tls-psk FILE]
  *                  [--tls-username NAME] [--tls-certificates DIR]
- *                  [--insecure] [--compress lz4|none] [--debug]
+ *                  [--insecure] [--bind ADDR] [--compress lz4|none]
+ *                  [--debug]
  *
  * The main loop: attach to the filter's control socket (retrying with
  * a backoff from 0.1 s doubling to 2 s: the socket comes and goes with
@@ -65,9 +66,10 @@ main (int argc, char **argv)
   r.opt = &o;
   chanc_init (&r.ch);
   peer_init (&r.peer);
-  dbg ("control %s, peer %s (export " WIRE_EXPORT_NAME ")%s%s", o.control,
-       o.peer_uri, o.insecure ? ", insecure" : "",
-       o.compress ? ", lz4" : "");
+  dbg ("control %s, peer %s (export " WIRE_EXPORT_NAME ")%s%s%s%s",
+       o.control, o.peer_uri, o.insecure ? ", insecure" : "",
+       o.compress ? ", lz4" : "", o.bind ? ", from " : "",
+       o.bind ? o.bind : "");
 
   while (!quit) {
     struct pollfd fds[2];
@@ -151,6 +153,6 @@ main (int argc, char **argv)
 
   dbg ("exiting%s", quit ? " on a signal" : "");
   session_detach (&r);
-  free (o.peer_uri_rw);
+  options_free (&o);
   return status;
 }

@@ -37,6 +37,8 @@ usage (FILE *fp)
 "  --tls-username NAME      TLS PSK username\n"
 "  --tls-certificates DIR   TLS X.509 certificates directory\n"
 "  --insecure               allow plaintext nbd:// and nbd+unix:// URIs\n"
+"  --bind ADDR              connect to a TCP peer from this local IPv4\n"
+"                           or IPv6 address (with TLS: PSK only)\n"
 "  --compress lz4|none      compress batches with LZ4 (default: none)\n"
 "  --debug                  verbose messages on stderr\n"
 "  --help                   this help\n"
@@ -124,7 +126,7 @@ void
 options_parse (struct options *o, int argc, char **argv)
 {
   enum { O_CONTROL = 256, O_PEER, O_PSK, O_USER, O_CERTS, O_INSECURE,
-         O_COMPRESS, O_DEBUG, O_HELP, O_VERSION };
+         O_COMPRESS, O_DEBUG, O_HELP, O_VERSION, O_BIND };
   static const struct option longopts[] = {
     { "control", required_argument, NULL, O_CONTROL },
     { "peer", required_argument, NULL, O_PEER },
@@ -132,6 +134,7 @@ options_parse (struct options *o, int argc, char **argv)
     { "tls-username", required_argument, NULL, O_USER },
     { "tls-certificates", required_argument, NULL, O_CERTS },
     { "insecure", no_argument, NULL, O_INSECURE },
+    { "bind", required_argument, NULL, O_BIND },
     { "compress", required_argument, NULL, O_COMPRESS },
     { "debug", no_argument, NULL, O_DEBUG },
     { "help", no_argument, NULL, O_HELP },
@@ -153,6 +156,7 @@ options_parse (struct options *o, int argc, char **argv)
     case O_USER: o->tls_username = optarg; break;
     case O_CERTS: o->tls_certificates = optarg; break;
     case O_INSECURE: o->insecure = true; break;
+    case O_BIND: o->bind = optarg; break;
     case O_COMPRESS:
       if (strcmp (optarg, "lz4") == 0)
         o->compress = true;
@@ -209,4 +213,17 @@ options_parse (struct options *o, int argc, char **argv)
       o->peer_plain)
     die ("--peer: %s is a plaintext URI, but TLS options were given",
          o->peer_uri);
+  /* Only the form of ADDR: whether it is an address of this host is
+   * seen at each connect (it may come later, say a floating address),
+   * and reported as the link's error.
+   */
+  if (o->bind && dial_setup (o, why, sizeof why) == -1)
+    die ("%s", why);
+}
+
+void
+options_free (struct options *o)
+{
+  free (o->peer_uri_rw);
+  dial_options_free (o);
 }

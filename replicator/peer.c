@@ -3,8 +3,12 @@
  *
  * States (enum peer_state), each entered on the filter's word:
  *
- *   IDLE --CONNECT--> CONNECTING --ready--> HELLO --read--> WAIT
- *   WAIT --SHIP--> AUTH --CONTROL ok--> SHIPPING
+ *   IDLE --CONNECT--> [DIALING --connected-->] CONNECTING --ready-->
+ *   HELLO --read--> WAIT --SHIP--> AUTH --CONTROL ok--> [RESYNC
+ *   --CONTROL ok-->] SHIPPING
+ *
+ * DIALING only with --bind (dial.c: our own TCP connect, handed to
+ * libnbd); RESYNC only if the SHIP asked for it (CHAN_SHIP_RESYNC).
  *
  * Any failure in any state closes the handle, drops what is in flight
  * and reports CHAN_LINKDOWN with one line; back to IDLE, waiting for
@@ -19,9 +23,11 @@
  *
  * CONTROL messages all use the one 4 KiB CONTROL offset, so at most one
  * is in flight: overlapping writes to one offset have no order.  The
- * authentication (AUTH, or ADOPT with the secret) completes before any
- * batch or any CHAN_TELL's CONTROL is sent: a TELL that arrives before
- * it waits (an unpaired secondary could not check its MAC anyway).
+ * authentication (AUTH, or ADOPT with the secret), and the RESYNC
+ * CONTROL if asked for, complete before any batch, sums read or
+ * CHAN_TELL's CONTROL is sent: a TELL that arrives before waits (an
+ * unpaired secondary could not check its MAC anyway), and a batch must
+ * not reach the peer before the RESYNC that says what it follows.
  *
  * Batches go to distinct slots (batch number modulo WIRE_BATCH_SLOTS,
  * far more than may be in flight), up to MAX_INFLIGHT_BATCHES /
@@ -37,6 +43,7 @@
 #include <inttypes.h>
 #include <errno.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include "replicator.h"
 
@@ -44,14 +51,13 @@ _Static_assert (RLOG_SECRET_SIZE == WIRE_SECRET_SIZE, "pair secret size");
 
 /* Byte counters (CHAN_STATS a and b).  libnbd 1.14 has no counters of
  * its own, so we count the NBD transmission-phase protocol bytes
- * ourselves: a request header is 28 bytes (+ the payload of a write),
- * a simple reply 16 bytes (+ the data of a read).  The handle asks for
- * simple replies (nbd_set_request_structured_replies false), so these
- * are the exact bytes exchanged; not counted: the handshake, TLS record
- * overhead, TCP/IP headers.
+ * ourselves: a request header is NBD_REQUEST_HDR (28) bytes (+ the
+ * payload of a write), a simple reply NBD_REPLY_HDR (16) bytes (+ the
+ * data of a read), for batches, CONTROLs, HELLO and sums reads alike.
+ * The handle asks for simple replies (nbd_set_request_structured_replies
+ * false), so these are the exact bytes exchanged; not counted: the
+ * handshake, TLS record overhead, TCP/IP headers.
  */
-#define NBD_REQUEST_HDR 28
-#define NBD_REPLY_HDR   16
 
 static int
 op_complete (void *user_data, int *error)
@@ -66,7 +72,7 @@ op_complete (void *user_data, int *error)
   return 1;                     /* retire the command */
 }
 
-static nbd_completion_callback
+nbd_completion_callback
 op_arm (struct op *op, struct stats *st, uint64_t reply_bytes)
 {
   op->busy = true;
@@ -82,6 +88,13 @@ void
 peer_init (struct peer *p)
 {
   memset (p, 0, sizeof *p);
+  dial_init (&p->dial);
+}
+
+bool
+peer_busy (const struct peer *p)
+{
+  return p->inflight > 0 || p->ctl_op.busy || p->sums_inflight > 0;
 }
 
 void
@@ -90,19 +103,23 @@ peer_close (struct repl *r)
   struct peer *p = &r->peer;
   struct batch *b, *next;
 
-  /* Close first: afterwards no callback touches the ops or batches.
-   * A healthy connection is told first (NBD_CMD_DISC, sent now if the
-   * socket takes it; never waited for), so the peer sees a clean end.
+  /* Close first: afterwards no callback touches the ops, batches or
+   * sums reads.  A healthy connection is told first (NBD_CMD_DISC, sent
+   * now if the socket takes it; never waited for), so the peer sees a
+   * clean end.
    */
   if (p->h) {
     if (nbd_aio_is_ready (p->h) || nbd_aio_is_processing (p->h))
       nbd_aio_disconnect (p->h, 0);
     nbd_close (p->h);
+    p->h = NULL;
   }
+  dial_free (&p->dial);
   for (b = p->head; b; b = next) {
     next = b->next;
     batch_free (b);
   }
+  sums_drop (r);
   reader_stop (&p->rd);
   peer_init (p);
 }
@@ -110,7 +127,7 @@ peer_close (struct repl *r)
 void
 peer_linkdown (struct repl *r, const char *fmt, ...)
 {
-  char why[CHAN_TEXT_MAX + 1];
+  char why[REPL_TEXT_MAX];
   va_list ap;
 
   /* Format first: the text may come from nbd_get_error (). */
@@ -134,26 +151,14 @@ nbd_failed (struct repl *r, const char *what)
     peer_linkdown (r, "%s", e ? e : "unknown libnbd error");
 }
 
-void
-peer_connect (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
+/* The handle's settings.  Without --bind, nbd_aio_connect_uri adds
+ * what the URI says; with it, we add that ourselves (dial.c).
+ */
+static int
+configure (struct repl *r, struct nbd_handle *h)
 {
   const struct options *o = r->opt;
-  struct peer *p = &r->peer;
-  struct nbd_handle *h;
 
-  peer_close (r);
-  p->cseq = seq;
-  p->cepoch = epoch;
-  p->clsn = lsn;
-  if (!r->log) {
-    peer_linkdown (r, "no log configured yet");
-    return;
-  }
-  h = p->h = nbd_create ();
-  if (!h) {
-    nbd_failed (r, "nbd_create");
-    return;
-  }
   /* TLS: fail closed.  Only a plaintext URI with --insecure disables
    * it (LIBNBD_TLS_ALLOW could fall back to plaintext silently).
    */
@@ -166,19 +171,93 @@ peer_connect (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
       (o->tls_username && nbd_set_tls_username (h, o->tls_username) == -1) ||
       (o->tls_certificates &&
        nbd_set_tls_certificates (h, o->tls_certificates) == -1) ||
-      nbd_set_request_structured_replies (h, false) == -1) {
-    nbd_failed (r, "configuring the connection");
-    return;
-  }
-  dbg ("connecting to %s (after seq %" PRIu64 " epoch %" PRIu64
-       " lsn %" PRIu64 ")", o->peer_uri_rw, seq, epoch, lsn);
-  /* Sets the export name from the rewritten path. */
-  if (nbd_aio_connect_uri (h, o->peer_uri_rw) == -1) {
+      nbd_set_request_structured_replies (h, false) == -1)
+    return -1;
+  if (!o->bind)
+    return 0;
+  /* What nbd_aio_connect_uri would set from the URI, after the options
+   * (so, as there, the URI's tls-psk-file wins).  The URI's path is
+   * always the replication export (uri_rewrite).
+   */
+  if (nbd_set_export_name (h, WIRE_EXPORT_NAME) == -1 ||
+      (o->dial.user && nbd_set_tls_username (h, o->dial.user) == -1) ||
+      (o->dial.uri_psk && nbd_set_tls_psk_file (h, o->dial.uri_psk) == -1))
+    return -1;
+  return 0;
+}
+
+/* --bind: our connect is through; libnbd takes the socket over. */
+static void
+dialed (struct repl *r)
+{
+  struct peer *p = &r->peer;
+  int fd = dial_take (&p->dial);
+
+  dbg ("connected to %s from %s", p->dial.target, r->opt->bind);
+  if (nbd_aio_connect_socket (p->h, fd) == -1) {
+    /* Ours to close unless libnbd took it before failing. */
+    if (nbd_aio_get_fd (p->h) != fd)
+      close (fd);
     nbd_failed (r, "connect");
     return;
   }
   p->state = PEER_CONNECTING;
+}
+
+/* dial_start or dial_step said ret. */
+static void
+dial_result (struct repl *r, int ret, const char *why)
+{
+  if (ret == 1)
+    dialed (r);
+  else if (ret == -1)
+    peer_linkdown (r, "%s", why);
+}
+
+void
+peer_connect (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
+              bool noscan)
+{
+  const struct options *o = r->opt;
+  struct peer *p = &r->peer;
+  char why[REPL_TEXT_MAX];
+
+  peer_close (r);
+  p->cseq = seq;
+  p->cepoch = epoch;
+  p->clsn = lsn;
+  p->noscan = noscan;
+  if (!r->log) {
+    peer_linkdown (r, "no log configured yet");
+    return;
+  }
+  p->h = nbd_create ();
+  if (!p->h) {
+    nbd_failed (r, "nbd_create");
+    return;
+  }
+  if (configure (r, p->h) == -1) {
+    nbd_failed (r, "configuring the connection");
+    return;
+  }
+  dbg ("connecting to %s%s%s (after seq %" PRIu64 " epoch %" PRIu64
+       " lsn %" PRIu64 ")", o->peer_uri_rw, o->bind ? " from " : "",
+       o->bind ? o->bind : "", seq, epoch, lsn);
+  /* One deadline for the TCP connect, TLS, NBD handshake and HELLO. */
   p->deadline_ms = now_ms () + CONNECT_TIMEOUT_MS;
+  if (o->bind) {
+    int ret = dial_start (&p->dial, o, why, sizeof why);
+
+    p->state = PEER_DIALING;
+    dial_result (r, ret, why);
+    return;
+  }
+  /* Sets the export name from the rewritten path. */
+  if (nbd_aio_connect_uri (p->h, o->peer_uri_rw) == -1) {
+    nbd_failed (r, "connect");
+    return;
+  }
+  p->state = PEER_CONNECTING;
 }
 
 /* Connected: check what we are talking to, then read its HELLO. */
@@ -243,6 +322,10 @@ got_hello (struct repl *r)
     flags |= CHAN_PEER_PAIRED;
   if (hl->flags & WIRE_HELLO_OUTDATED)
     flags |= CHAN_PEER_OUTDATED;
+  if (hl->flags & WIRE_HELLO_RESYNC)
+    flags |= CHAN_PEER_RESYNC;
+  if (hl->flags & WIRE_HELLO_STAGING)
+    flags |= CHAN_PEER_STAGING;
 
   if (hl->durable_seq < p->cseq)
     flags |= CHAN_PEER_BEHIND;
@@ -251,6 +334,9 @@ got_hello (struct repl *r)
       flags |= CHAN_PEER_KNOWN;
       resume = p->clsn;
     }
+  }
+  else if (hl->flags & WIRE_HELLO_RESYNC) {
+    /* To be resynced anyway: not looked for, not KNOWN. */
   }
   else {
     char err[RLOG_ERRLEN];
@@ -263,18 +349,25 @@ got_hello (struct repl *r)
     ret = reader_locate (r->log, p->cseq, p->cepoch, p->clsn,
                          r->written_lsn, hl->durable_seq, hl->durable_epoch,
                          &resume, why, sizeof why);
-    if (ret == -1) {
+    /* With NOSCAN our log may no longer hold the records after the
+     * CONNECT point (the filter's dirty bitmap covers them): what is
+     * found by the continuity rule is ours, what is not is not KNOWN,
+     * and an unreadable spot is no error.
+     */
+    if (ret == -1 && !p->noscan) {
       peer_linkdown (r, "%s", why);
       return;
     }
     if (ret == 1)
       flags |= CHAN_PEER_KNOWN;
   }
-  msg ("peer: role %s%s%s, durable seq %" PRIu64 " epoch %" PRIu64
+  msg ("peer: role %s%s%s%s%s, durable seq %" PRIu64 " epoch %" PRIu64
        ", applied seq %" PRIu64 "%s",
        rlog_role_name (hl->role),
        hl->flags & WIRE_HELLO_PAIRED ? ", paired" : ", unpaired",
        hl->flags & WIRE_HELLO_OUTDATED ? ", outdated" : "",
+       hl->flags & WIRE_HELLO_RESYNC ? ", needs a resync" : "",
+       hl->flags & WIRE_HELLO_STAGING ? ", staging a resync" : "",
        hl->durable_seq, hl->durable_epoch, hl->applied_seq,
        flags & CHAN_PEER_BEHIND ? ", behind the acknowledged point"
        : flags & CHAN_PEER_KNOWN ? "" : ", not in our log after the "
@@ -289,7 +382,8 @@ got_hello (struct repl *r)
 
 /* Submit one CONTROL; the caller made sure none is in flight. */
 static int
-send_control (struct repl *r, uint32_t type, uint64_t seq, uint64_t epoch)
+send_control (struct repl *r, uint32_t type, uint64_t seq, uint64_t epoch,
+              uint32_t flags)
 {
   struct peer *p = &r->peer;
   const struct rlog_sb *sb = &r->log->sb;
@@ -301,6 +395,7 @@ send_control (struct repl *r, uint32_t type, uint64_t seq, uint64_t epoch)
   c.backing_size = sb->backing_size;
   c.seq = seq;
   c.epoch = epoch;
+  c.flags = flags;
   if (type == WIRE_CTL_ADOPT)
     memcpy (c.secret, sb->pair_secret, WIRE_SECRET_SIZE);
   if (wire_control_mac (&c, p->hello.nonce, sb->pair_secret, c.mac) == -1) {
@@ -308,6 +403,8 @@ send_control (struct repl *r, uint32_t type, uint64_t seq, uint64_t epoch)
     return -1;
   }
   wire_control_encode (&c, p->ctl_buf);
+  if (!peer_busy (p))
+    p->last_reply_ms = now_ms ();
   if (nbd_aio_pwrite (p->h, p->ctl_buf, WIRE_MSG_SIZE, WIRE_CONTROL_OFFSET,
                       op_arm (&p->ctl_op, &r->st, NBD_REPLY_HDR), 0) == -1) {
     p->ctl_op.busy = false;
@@ -316,27 +413,39 @@ send_control (struct repl *r, uint32_t type, uint64_t seq, uint64_t epoch)
   }
   r->st.sent += NBD_REQUEST_HDR + WIRE_MSG_SIZE;
   p->ctl_type = type;
-  if (p->inflight == 0)
-    p->last_reply_ms = now_ms ();
   return 0;
 }
 
 void
 peer_ship (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
-           bool adopt)
+           uint64_t how, uint64_t resync_flags)
 {
   struct peer *p = &r->peer;
+  bool adopt = how & CHAN_SHIP_ADOPT;
 
   if (p->state != PEER_WAIT) {
     /* Crossed with our LINKDOWN (which the filter will see). */
     dbg ("SHIP ignored: not waiting for it");
     return;
   }
+  /* Refused rather than half done: the filter asked for something
+   * this replicator does not know (a mismatched build).
+   */
+  if (how & ~(uint64_t) (CHAN_SHIP_ADOPT | CHAN_SHIP_RESYNC) ||
+      resync_flags & ~(uint64_t) WIRE_RESYNC_STAGE) {
+    peer_linkdown (r, "SHIP with unknown flags 0x%" PRIx64 " (resync 0x%"
+                   PRIx64 ")", how, resync_flags);
+    return;
+  }
+  p->resync = how & CHAN_SHIP_RESYNC;
+  p->resync_seq = seq;
+  p->resync_epoch = epoch;
+  p->resync_flags = resync_flags;
   if (adopt)
     msg ("asking the peer to adopt our volume at seq %" PRIu64 " epoch %"
          PRIu64, seq, epoch);
   if (send_control (r, adopt ? WIRE_CTL_ADOPT : WIRE_CTL_AUTH,
-                    adopt ? seq : 0, adopt ? epoch : 0) == -1)
+                    adopt ? seq : 0, adopt ? epoch : 0, 0) == -1)
     return;
   reader_start (&p->rd, r->log, lsn, seq, epoch);
   p->state = PEER_AUTH;
@@ -371,6 +480,10 @@ peer_pollfd (struct repl *r, short *events)
   int fd;
 
   *events = 0;
+  if (p->state == PEER_DIALING) {
+    *events = POLLOUT;          /* the nonblocking connect is done */
+    return p->dial.fd;
+  }
   if (!p->h || (fd = nbd_aio_get_fd (p->h)) == -1)
     return -1;
   dir = nbd_aio_get_direction (p->h);
@@ -389,6 +502,12 @@ peer_notify (struct repl *r, short revents)
 
   if (!p->h)
     return;
+  if (p->state == PEER_DIALING) {
+    char why[REPL_TEXT_MAX];
+
+    dial_result (r, dial_step (&p->dial, r->opt, why, sizeof why), why);
+    return;
+  }
   /* One notification per poll, as lib/poll.c: the first may change
    * the state the second was meant for.
    */
@@ -469,6 +588,8 @@ ship (struct repl *r)
     }
     b->no = p->batch_no++;
     slot = b->no % WIRE_BATCH_SLOTS;
+    if (!peer_busy (p))
+      p->last_reply_ms = now_ms ();
     if (nbd_aio_pwrite (p->h, b->buf, WIRE_BATCH_HDR_SIZE + b->wb.wire_len,
                         WIRE_BATCH_BASE + slot * WIRE_BATCH_SLOT,
                         op_arm (&b->op, &r->st, NBD_REPLY_HDR), 0) == -1) {
@@ -482,8 +603,6 @@ ship (struct repl *r)
          PRIu64, b->no, slot, b->wb.first_seq, b->wb.last_seq, b->wb.count,
          b->wb.prev_seq, b->wb.prev_epoch, b->wb.raw_len, b->wb.wire_len,
          b->wb.flags & WIRE_BATCH_LZ4 ? " (lz4)" : "", b->end_lsn);
-    if (p->inflight == 0 && !p->ctl_op.busy)
-      p->last_reply_ms = now_ms ();
     if (p->tail)
       p->tail->next = b;
     else
@@ -511,16 +630,32 @@ control_done (struct repl *r)
     if (type == WIRE_CTL_AUTH || type == WIRE_CTL_ADOPT)
       peer_linkdown (r, "peer refused authentication: %s",
                      strerror (p->ctl_op.err));
+    else if (type == WIRE_CTL_RESYNC)
+      peer_linkdown (r, "peer refused the RESYNC after seq %" PRIu64
+                     " epoch %" PRIu64 ": %s", p->resync_seq,
+                     p->resync_epoch, strerror (p->ctl_op.err));
     else
       peer_linkdown (r, "peer refused CONTROL type %" PRIu32 ": %s", type,
                      strerror (p->ctl_op.err));
     return -1;
   }
-  if (type == WIRE_CTL_AUTH || type == WIRE_CTL_ADOPT) {
+  if ((type == WIRE_CTL_AUTH || type == WIRE_CTL_ADOPT) && p->resync) {
+    /* Authenticated: now the RESYNC, still before any batch. */
+    msg ("resync: the records continue after seq %" PRIu64 " epoch %"
+         PRIu64 "%s", p->resync_seq, p->resync_epoch,
+         p->resync_flags & WIRE_RESYNC_STAGE ? ", staged" : ", in place");
+    if (send_control (r, WIRE_CTL_RESYNC, p->resync_seq, p->resync_epoch,
+                      p->resync_flags) == -1)
+      return -1;
+    p->state = PEER_RESYNC;
+  }
+  else if (type == WIRE_CTL_AUTH || type == WIRE_CTL_ADOPT ||
+           type == WIRE_CTL_RESYNC) {
     msg ("replicating to %s from seq %" PRIu64 " epoch %" PRIu64
-         " (lsn %" PRIu64 ")%s", r->opt->peer_uri, p->rd.prev_seq,
+         " (lsn %" PRIu64 ")%s%s", r->opt->peer_uri, p->rd.prev_seq,
          p->rd.prev_epoch, p->rd.lsn,
-         type == WIRE_CTL_ADOPT ? ", peer adopted our volume" : "");
+         type == WIRE_CTL_ADOPT ? ", peer adopted our volume" : "",
+         type == WIRE_CTL_RESYNC ? ", resync started" : "");
     p->state = PEER_SHIPPING;
   }
   else {
@@ -551,6 +686,11 @@ peer_progress (struct repl *r)
   switch (p->state) {
   case PEER_IDLE:
     return;
+  case PEER_DIALING:
+    if (now >= p->deadline_ms)
+      peer_linkdown (r, "connect to %s from %s timed out", p->dial.target,
+                     r->opt->bind);
+    return;
   case PEER_CONNECTING:
     if (nbd_aio_is_ready (p->h))
       connected (r);
@@ -566,6 +706,7 @@ peer_progress (struct repl *r)
   case PEER_WAIT:
     return;
   case PEER_AUTH:
+  case PEER_RESYNC:
   case PEER_SHIPPING:
     break;
   }
@@ -576,6 +717,11 @@ peer_progress (struct repl *r)
     goto timeout;
   if (reap_batches (r) == -1)
     return;
+  /* Sums reads before new batches: their own window, never behind a
+   * round of batches (sums.c).
+   */
+  if (sums_progress (r) == -1)
+    return;
   if (!p->ctl_op.busy && p->ntells > 0) {
     uint32_t type = p->tells[0].type;
     uint64_t seq = p->tells[0].seq;
@@ -583,7 +729,7 @@ peer_progress (struct repl *r)
     p->ctl_tell_id = p->tells[0].id;
     memmove (p->tells, p->tells + 1, --p->ntells * sizeof p->tells[0]);
     dbg ("telling the peer CONTROL type %" PRIu32 " seq %" PRIu64, type, seq);
-    if (send_control (r, type, seq, 0) == -1)
+    if (send_control (r, type, seq, 0, 0) == -1)
       return;
   }
   ship (r);
@@ -591,8 +737,7 @@ peer_progress (struct repl *r)
     return;
 
  timeout:
-  if ((p->inflight > 0 || p->ctl_op.busy) &&
-      now_ms () - p->last_reply_ms >= REPLY_TIMEOUT_MS)
+  if (peer_busy (p) && now_ms () - p->last_reply_ms >= REPLY_TIMEOUT_MS)
     peer_linkdown (r, "the peer did not reply for %d s",
                    REPLY_TIMEOUT_MS / 1000);
 }

@@ -7,7 +7,9 @@
  * handle to the secondary (peer.c, protocol in common/wire.h), which
  * it does it with.  session.c turns channel frames into peer actions;
  * reader.c and batch.c read records from the log (read-only: the
- * filter owns it) and pack them for the wire.
+ * filter owns it) and pack them for the wire; sums.c reads the peer's
+ * block sums for the filter; dial.c makes the TCP connection itself
+ * when it must come from a given local address (--bind).
  *
  * Nothing here exits on a peer error: every failure of the link is
  * reported to the filter as CHAN_LINKDOWN and the replicator waits for
@@ -19,6 +21,8 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
+#include <netdb.h>
 
 #include <libnbd.h>
 
@@ -35,6 +39,17 @@
 #define REPLY_TIMEOUT_MS       120000 /* no reply at all while busy */
 #define STATS_INTERVAL_MS      1000
 #define POLL_TIMEOUT_MS        100
+/* Block sums reads (CHAN_SUMS_REQ): a window of their own, so that
+ * neither they nor batches wait for the other's.
+ */
+#define MAX_INFLIGHT_SUMS      4
+#define MAX_QUEUED_SUMS        64     /* waiting, beyond those in flight */
+#define SUMS_OUTSTANDING_MAX   (MAX_INFLIGHT_SUMS + MAX_QUEUED_SUMS)
+#define REPL_TEXT_MAX          1024   /* our LINKDOWN and log texts */
+
+/* NBD transmission bytes counted by hand (peer.c, CHAN_STATS). */
+#define NBD_REQUEST_HDR        28
+#define NBD_REPLY_HDR          16
 
 /* options.c */
 struct options {
@@ -47,8 +62,18 @@ struct options {
   const char *tls_certificates;
   bool insecure;
   bool compress;                 /* --compress lz4 */
+  const char *bind;              /* --bind ADDR, as given */
+  struct {                       /* --bind: what dial.c connects */
+    struct sockaddr_storage local;  /* ADDR, port 0 */
+    socklen_t local_len;
+    int family;                  /* of ADDR: the peer addresses tried */
+    char *host, *port;           /* of the peer URI (libnbd's defaults) */
+    char *user;                  /* the URI's user, decoded, or NULL */
+    char *uri_psk;               /* the URI's tls-psk-file, or NULL */
+  } dial;
 };
 extern void options_parse (struct options *o, int argc, char **argv);
+extern void options_free (struct options *o);
 /* Rewrite uri's path to "/" WIRE_EXPORT_NAME; *plain says whether the
  * scheme is a plaintext one.  Returns the new string (malloc'd), or
  * NULL with a reason in why.  Exported for the option parser only.
@@ -115,6 +140,29 @@ extern int reader_locate (struct rlog *log, uint64_t seq, uint64_t epoch,
                           uint64_t E, uint64_t *resume,
                           char *why, size_t whylen);
 
+/* dial.c: a TCP connection from the --bind address (nonblocking). */
+#define DIAL_HOST_MAX 80         /* a numeric address, with %scope */
+struct dial {
+  int fd;                        /* -1: none */
+  struct addrinfo *ai, *next;    /* the peer's addresses; the next to try */
+  char target[DIAL_HOST_MAX + 16]; /* "ADDR port PORT" being tried */
+  char last_err[512];            /* why the previous address failed */
+};
+/* Parse --bind and the peer URI for it; -1 with why: a startup error. */
+extern int dial_setup (struct options *o, char *why, size_t whylen);
+extern void dial_options_free (struct options *o);
+extern void dial_init (struct dial *d);
+extern void dial_free (struct dial *d);
+/* Resolve, bind, connect.  0: in progress (wait for POLLOUT on d->fd),
+ * 1: connected (dial_take), -1: failed (why).
+ */
+extern int dial_start (struct dial *d, const struct options *o,
+                       char *why, size_t whylen);
+/* After poll: 0, 1, -1 as dial_start (the next address is tried). */
+extern int dial_step (struct dial *d, const struct options *o,
+                      char *why, size_t whylen);
+extern int dial_take (struct dial *d);
+
 /* One NBD command in flight: its completion callback fills this. */
 struct stats;
 struct op {
@@ -150,23 +198,38 @@ struct stats {
   uint64_t batches;
 };
 
+/* Ordered: code compares states (< PEER_WAIT: no HELLO read yet). */
 enum peer_state {
   PEER_IDLE = 0,                 /* no handle */
-  PEER_CONNECTING,               /* nbd_aio_connect_uri in progress */
+  PEER_DIALING,                  /* --bind: our own TCP connect (dial.c) */
+  PEER_CONNECTING,               /* libnbd connecting, NBD handshake */
   PEER_HELLO,                    /* reading HELLO */
   PEER_WAIT,                     /* CHAN_PEER sent: wait for SHIP */
   PEER_AUTH,                     /* AUTH or ADOPT CONTROL in flight */
+  PEER_RESYNC,                   /* RESYNC CONTROL in flight */
   PEER_SHIPPING,
 };
 
 #define MAX_TELLS 8
 
+/* A CHAN_SUMS_REQ waiting for a read slot. */
+struct sums_req {
+  uint64_t off, nblocks, shift, id;
+};
+/* A sums read in flight: libnbd reads into m.text, m is the answer. */
+struct sums_read {
+  struct op op;
+  struct chan_msg m;
+};
+
 struct peer {
   struct nbd_handle *h;
   enum peer_state state;
+  struct dial dial;              /* PEER_DIALING */
   uint64_t deadline_ms;          /* CONNECTING, HELLO */
   uint64_t last_reply_ms;        /* for REPLY_TIMEOUT_MS */
   uint64_t cseq, cepoch, clsn;   /* the CONNECT point */
+  bool noscan;                   /* CHAN_CONNECT_NOSCAN */
   uint8_t hello_buf[WIRE_MSG_SIZE];
   struct op hello_op;
   struct wire_hello hello;
@@ -176,6 +239,13 @@ struct peer {
   uint64_t ctl_tell_id;          /* ... and the TELL it carries out */
   struct { uint32_t type; uint64_t seq, id; } tells[MAX_TELLS];
   unsigned ntells;               /* queued CHAN_TELLs */
+  bool resync;                   /* SHIP asked for a RESYNC CONTROL */
+  uint64_t resync_seq, resync_epoch;
+  uint32_t resync_flags;
+  struct sums_req sums_q[SUMS_OUTSTANDING_MAX]; /* a ring, oldest first */
+  unsigned sums_first, sums_queued;
+  struct sums_read *sums[MAX_INFLIGHT_SUMS]; /* NULL: a free slot */
+  unsigned sums_inflight;
   struct reader rd;              /* shipping position */
   struct batch *head, *tail;     /* in flight, oldest first */
   unsigned inflight;
@@ -189,7 +259,7 @@ struct repl {
   struct chanc ch;
   struct rlog *log;
   char *log_path;                /* from CONFIG */
-  char log_err[CHAN_TEXT_MAX];   /* why the log could not be opened */
+  char log_err[REPL_TEXT_MAX];   /* why the log could not be opened */
   bool written_known;            /* a WRITTEN since attach/RESET */
   uint64_t written_lsn;          /* the log may be read below this */
   struct peer peer;
@@ -202,9 +272,10 @@ extern void peer_close (struct repl *r);
 extern void peer_linkdown (struct repl *r, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 extern void peer_connect (struct repl *r, uint64_t seq, uint64_t epoch,
-                          uint64_t lsn);
+                          uint64_t lsn, bool noscan);
+/* how: CHAN_SHIP_* bits; resync_flags: the RESYNC CONTROL's flags. */
 extern void peer_ship (struct repl *r, uint64_t seq, uint64_t epoch,
-                       uint64_t lsn, bool adopt);
+                       uint64_t lsn, uint64_t how, uint64_t resync_flags);
 extern void peer_tell (struct repl *r, uint32_t type, uint64_t seq,
                        uint64_t id);
 /* Before poll: the fd and events to wait for (fd -1: none). */
@@ -213,6 +284,19 @@ extern int peer_pollfd (struct repl *r, short *events);
 extern void peer_notify (struct repl *r, short revents);
 /* Advance: handshake steps, completions, acks, shipping. */
 extern void peer_progress (struct repl *r);
+/* Anything awaiting a reply from the peer (for REPLY_TIMEOUT_MS). */
+extern bool peer_busy (const struct peer *p);
+extern nbd_completion_callback op_arm (struct op *op, struct stats *st,
+                                       uint64_t reply_bytes);
+
+/* sums.c: the peer's block sums, read for the filter (CHAN_SUMS_REQ). */
+extern void sums_request (struct repl *r, const struct chan_msg *m);
+/* In SHIPPING: answer the completed reads, start queued ones.  -1: the
+ * link went down.
+ */
+extern int sums_progress (struct repl *r);
+/* The handle is closed: answer everything ENOTCONN, free the reads. */
+extern void sums_drop (struct repl *r);
 
 /* session.c */
 extern void session_frame (void *opaque, const struct chan_msg *m);

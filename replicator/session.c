@@ -4,8 +4,8 @@
  * The filter decides (common/link.c runs there); we do the I/O.  One
  * attach is one session: CONFIG names the log (opened read-only and
  * without the lock, which the filter holds), we answer HELLO, then
- * follow CONNECT / SHIP / TELL / DISCONNECT / RESET and report PEER,
- * ACK, TOLD, LINKDOWN and, every second, STATS.
+ * follow CONNECT / SHIP / TELL / DISCONNECT / RESET / SUMS_REQ and
+ * report PEER, ACK, TOLD, LINKDOWN, SUMS and, every second, STATS.
  *
  * written_lsn only grows (a WRITTEN below it is stale and ignored),
  * except that RESET (the log lost records it had written) forgets it:
@@ -98,6 +98,8 @@ session_frame (void *opaque, const struct chan_msg *m)
       r->written_known = false;
       r->written_lsn = 0;
     }
+    else if (m->type == CHAN_SUMS_REQ)
+      sums_request (r, m);      /* every request is answered: ENOTCONN */
     else
       dbg ("frame %u without a log: ignored", m->type);
     return;
@@ -111,7 +113,7 @@ session_frame (void *opaque, const struct chan_msg *m)
     on_written (r, m);
     break;
   case CHAN_CONNECT:
-    peer_connect (r, m->a, m->b, m->c);
+    peer_connect (r, m->a, m->b, m->c, m->d & CHAN_CONNECT_NOSCAN);
     break;
   case CHAN_DISCONNECT:
     if (r->peer.state != PEER_IDLE)
@@ -120,7 +122,7 @@ session_frame (void *opaque, const struct chan_msg *m)
     peer_close (r);
     break;
   case CHAN_SHIP:
-    peer_ship (r, m->a, m->b, m->c, m->d == 1);
+    peer_ship (r, m->a, m->b, m->c, m->d, m->e);
     break;
   case CHAN_TELL:
     peer_tell (r, m->a, m->b, m->c);
@@ -129,6 +131,9 @@ session_frame (void *opaque, const struct chan_msg *m)
     r->written_known = false;
     r->written_lsn = 0;
     peer_linkdown (r, "local log reset");
+    break;
+  case CHAN_SUMS_REQ:
+    sums_request (r, m);
     break;
   default:
     dbg ("unknown frame type %u: ignored", m->type);

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Async mode with the peer away longer than the log can hold: writes go
-# on until the log is full of records the peer has not acknowledged,
-# then wait (never overwriting them); when the peer is back they are
-# shipped, the waiting writes complete, and the volumes are identical.
+# Async mode with replica-log-full=wait and the peer away longer than
+# the log can hold: writes go on until the log is full of records the
+# peer has not acknowledged, then wait (never overwriting them); when
+# the peer is back they are shipped, the waiting writes complete, and
+# the volumes are identical.  (The default, replica-log-full=bitmap, is
+# test-sync-outage.sh.)
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 make_tmpdir
 make_psk
 truncate -s 64M "$TMPD/pri.img" "$TMPD/sec.img"
 LOG_SIZE=16M start_secondary "$TMPD/sec.img"
-LOG_SIZE=8M start_primary "$TMPD/pri.img" async
+LOG_SIZE=8M start_primary "$TMPD/pri.img" async replica-log-full=wait
 wait_field "$TMPD/pri.ctl" link replicating
 kill -9 "$SEC_PID"
 wait "$SEC_PID" 2>/dev/null || true

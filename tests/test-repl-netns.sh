@@ -78,6 +78,11 @@ wait $writer || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60 ||
     fail "wait-synced"
 same_volumes
+# (the replicator reports its counters once a second)
+for i in $(seq 1 50); do
+    [ "$(status_field "$TMPD/pri.ctl" shipped_wire_bytes)" -gt 0 ] && break
+    sleep 0.1
+done
 ratio=$(status_field "$TMPD/pri.ctl" compression_ratio)
 /usr/bin/python3 -c "import sys; sys.exit(not $ratio > 2)" ||
     fail "compression_ratio is $ratio"

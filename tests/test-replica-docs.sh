@@ -116,6 +116,7 @@ done
 fields=$({ sed -n '/^status_json /,/^}/p' "$control_c"
            sed -n '/^repl_status /,/^}/p' "$SRCDIR/plugin/repl.c"
            sed -n '/^secondary_status /,/^}/p' "$SRCDIR/plugin/secondary.c"
+           sed -n '/^sync_status /,/^}/p' "$SRCDIR/plugin/sync.c"
          } | names '(add_[a-z0-9]+|json_object_object_add) \(o, *"[a-z0-9_]+"')
 [ -n "$fields" ] || fail "found no status field in status_json"
 status_sec=$(section "$ctl_pod" "STATUS FIELDS")

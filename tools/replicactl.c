@@ -5,8 +5,10 @@
  *   replicactl --control SOCKET promote [--force]
  *   replicactl --control SOCKET wait-synced [--timeout SECONDS]
  *   replicactl --control SOCKET set-mode sync|async
+ *   replicactl --control SOCKET verify [--repair] [--timeout SECONDS]
  *   replicactl log-dump [--all] [--records N] PATH
  *   replicactl log-replay [--all] PATH IMAGE
+ *   replicactl demote PATH
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +21,10 @@
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <pthread.h>
 
 #include <json-c/json.h>
 
@@ -37,10 +41,29 @@ usage (FILE *fp, int status)
            "       replicactl --control SOCKET promote [--force]\n"
            "       replicactl --control SOCKET wait-synced [--timeout SECONDS]\n"
            "       replicactl --control SOCKET set-mode sync|async\n"
+           "       replicactl --control SOCKET verify [--repair] "
+           "[--timeout SECONDS]\n"
            "       replicactl log-dump [--all] [--records N] LOGFILE\n"
            "       replicactl log-replay [--all] LOGFILE IMAGE\n"
+           "       replicactl demote LOGFILE\n"
            "See replicactl(8).\n");
   exit (status);
+}
+
+/* The progress bar on stderr (progress_draw), or 0 columns if none is
+ * on screen.
+ */
+static int bar_cols;
+
+/* Erase the progress bar, before a message or at the end. */
+static void
+progress_clear (void)
+{
+  if (bar_cols > 0) {
+    fprintf (stderr, "\r%*s\r", bar_cols, "");
+    fflush (stderr);
+    bar_cols = 0;
+  }
 }
 
 /* Send one command, return the JSON reply (malloc'd) or NULL. */
@@ -58,6 +81,9 @@ ctl_request (const char *cmd)
   strcpy (addr.sun_path, control_path);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1 || connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
+    int e = errno;
+    progress_clear ();
+    errno = e;
     fprintf (stderr, "replicactl: cannot connect to %s: %m "
              "(is nbdkit with the replica filter running?)\n", control_path);
     if (fd >= 0)
@@ -67,6 +93,9 @@ ctl_request (const char *cmd)
   if (ctl_write_all (fd, cmd, strlen (cmd)) == -1 ||
       ctl_write_all (fd, "\n", 1) == -1 ||
       (reply = ctl_read_all (fd, 10000)) == NULL) {
+    int e = errno;
+    progress_clear ();
+    errno = e;
     fprintf (stderr, "replicactl: %s: %m\n", control_path);
     close (fd);
     return NULL;
@@ -162,6 +191,7 @@ status_object (void)
   o = json_tokener_parse (reply);
   free (reply);
   if (!o || !json_object_is_type (o, json_type_object)) {
+    progress_clear ();
     fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
     json_object_put (o);
     return NULL;
@@ -196,8 +226,107 @@ mono_sec (void)
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* A number field; false if it is absent or null. */
+static bool
+field_num (json_object *o, const char *k, double *out)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex (o, k, &v) || !v)
+    return false;
+  *out = json_object_get_double (v);
+  return true;
+}
+
+/* A size for people: "512 B", "4.0 KiB", "1.5 MiB", "2.0 GiB". */
+static const char *
+human_size (uint64_t n, char *buf, size_t len)
+{
+  static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB" };
+  double v = n;
+  int u = -1;
+
+  if (n < 1024) {
+    snprintf (buf, len, "%" PRIu64 " B", n);
+    return buf;
+  }
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  snprintf (buf, len, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+/* One line on stderr, redrawn in place, showing the progress of the
+ * filter's sync, resync or verify pass (status field sync_phase): the
+ * phase, percent done, bytes done and total, rate and time left.  Only
+ * when stderr is a terminal (scripts see nothing) and a pass runs;
+ * progress_clear erases it.
+ */
+static void
+progress_draw (json_object *o)
+{
+  const char *phase = field_str (o, "sync_phase");
+  uint64_t done = field_u64 (o, "sync_done_bytes");
+  uint64_t total = field_u64 (o, "sync_total_bytes");
+  char left[64], right[160], eta[32], sd[32], st[32], bar[64], line[320];
+  double rate = 0, eta_sec, frac;
+  struct winsize ws;
+  int cols = 80, width, len;
+
+  if (!isatty (STDERR_FILENO))
+    return;
+  if (!phase || strcmp (phase, "none") == 0) {
+    progress_clear ();
+    return;
+  }
+  if (ioctl (STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    cols = ws.ws_col;
+  frac = total ? (double) (done < total ? done : total) / total : 0;
+  field_num (o, "sync_rate_bytes_per_sec", &rate);
+  if (field_num (o, "sync_eta_sec", &eta_sec) && eta_sec >= 0) {
+    uint64_t t = eta_sec + 0.5;
+    snprintf (eta, sizeof eta, "%" PRIu64 ":%02u:%02u", t / 3600,
+              (unsigned) (t / 60 % 60), (unsigned) (t % 60));
+  }
+  else
+    strcpy (eta, "--");
+  snprintf (left, sizeof left, "%s %3d%% ", phase, (int) (frac * 100));
+  /* Fixed widths, so that the bar keeps its length as numbers change. */
+  snprintf (right, sizeof right, " %10s/%s %7.1f MiB/s  ETA %8s",
+            human_size (done, sd, sizeof sd),
+            human_size (total, st, sizeof st), rate / (1024 * 1024), eta);
+  /* The bar takes what the terminal's width leaves (the last column
+   * stays free: writing there wraps on some terminals).
+   */
+  width = cols - 1 - (int) strlen (left) - (int) strlen (right) - 2;
+  if (width > (int) sizeof bar - 1)
+    width = sizeof bar - 1;
+  if (width >= 5) {
+    int fill = frac * width;
+    memset (bar, '#', fill);
+    memset (bar + fill, '.', width - fill);
+    bar[width] = '\0';
+    snprintf (line, sizeof line, "%s[%s]%s", left, bar, right);
+  }
+  else
+    snprintf (line, sizeof line, "%s%s", left, right);
+  /* Never wider than the terminal: a wrapped line cannot be redrawn. */
+  len = strlen (line);
+  if (len > cols - 1)
+    len = cols - 1 > 0 ? cols - 1 : 0;
+  fprintf (stderr, "\r%.*s", len, line);
+  if (len < bar_cols)
+    fprintf (stderr, "%*s", bar_cols - len, "");
+  else
+    bar_cols = len;
+  fflush (stderr);
+}
+
 /* Exit 0 once the peer acknowledged (made durable and applied) every
- * record up to the last one written when the command started.
+ * record up to the last one written when the command started.  On a
+ * terminal, a sync or resync pass running meanwhile shows its progress.
  */
 static int
 cmd_wait_synced (int argc, char **argv)
@@ -238,14 +367,23 @@ cmd_wait_synced (int argc, char **argv)
   for (;;) {
     uint64_t acked = field_u64 (o, "acked_seq");
     const char *link = field_str (o, "link");
+    const char *phase = field_str (o, "sync_phase");
+    /* A sync or resync must have ended too: until its end record is
+     * acknowledged the peer is not a consistent copy.  (A verify does
+     * not count: the peer is consistent during one.)
+     */
+    bool syncing = phase && (strcmp (phase, "initial-sync") == 0 ||
+                             strcmp (phase, "resync") == 0);
 
-    if (acked >= target) {
+    if (acked >= target && !syncing) {
+      progress_clear ();
       printf ("synced: the peer holds every record up to seq %" PRIu64 "\n",
               target);
       json_object_put (o);
       return 0;
     }
     if (timeout >= 0 && mono_sec () - start >= timeout) {
+      progress_clear ();
       fprintf (stderr, "replicactl: wait-synced: timed out after %g s: the "
                "peer acknowledged seq %" PRIu64 " of %" PRIu64 " (link %s%s%s)\n",
                timeout, acked, target, link ? link : "?",
@@ -254,6 +392,7 @@ cmd_wait_synced (int argc, char **argv)
       json_object_put (o);
       return 1;
     }
+    progress_draw (o);
     json_object_put (o);
     usleep (50000);
     if (!(o = status_object ()))
@@ -290,6 +429,135 @@ cmd_set_mode (int argc, char **argv)
     printf ("mode: %s\n", field_str (o, "mode"));
     ret = 0;
   }
+  json_object_put (o);
+  return ret;
+}
+
+/* The mismatching byte ranges of the last verify (at most 64). */
+static void
+print_ranges (json_object *o)
+{
+  json_object *a;
+  size_t n;
+
+  if (!json_object_object_get_ex (o, "verify_ranges", &a) || !a ||
+      !json_object_is_type (a, json_type_array))
+    return;
+  n = json_object_array_length (a);
+  for (size_t i = 0; i < n; ++i) {
+    json_object *r = json_object_array_get_idx (a, i);
+    uint64_t off = field_u64 (r, "offset"), len = field_u64 (r, "length");
+    char ho[32], hl[32];
+
+    printf ("  offset %" PRIu64 " (%s), length %" PRIu64 " (%s)\n",
+            off, human_size (off, ho, sizeof ho),
+            len, human_size (len, hl, sizeof hl));
+  }
+  if (n >= 64)
+    printf ("  (the filter reports at most 64 ranges: there may be "
+            "more)\n");
+}
+
+/* Start a verify pass on a primary, wait for its end and print it:
+ * exit 0 if the volumes match (or were repaired), 1 if they differ or
+ * the pass failed, 2 on timeout.
+ */
+static int
+cmd_verify (int argc, char **argv)
+{
+  double timeout = -1, start;
+  bool repair = false;
+  json_object *o;
+  const char *state, *err;
+  uint64_t blocks;
+  char *reply;
+  int ret = 1;
+
+  for (int i = 1; i < argc; ++i) {
+    char *end;
+    if (strcmp (argv[i], "--repair") == 0)
+      repair = true;
+    else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
+      timeout = strtod (argv[++i], &end);
+      if (*end || timeout < 0) {
+        fprintf (stderr, "replicactl: --timeout: '%s' is not a number of "
+                 "seconds\n", argv[i]);
+        return 2;
+      }
+    }
+    else
+      usage (stderr, 2);
+  }
+  if (!control_path) {
+    fprintf (stderr, "replicactl: verify needs --control SOCKET\n");
+    return 2;
+  }
+  if (!(reply = ctl_request (repair ? "verify --repair" : "verify")))
+    return 1;
+  o = json_tokener_parse (reply);
+  free (reply);
+  if (!o || !json_object_is_type (o, json_type_object)) {
+    fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
+    json_object_put (o);
+    return 1;
+  }
+  if ((err = field_str (o, "error"))) {
+    fprintf (stderr, "replicactl: verify refused: %s%s\n", err,
+             strcmp (err, "unknown command") == 0
+             ? " (this filter has no online verify: it is older than "
+               "replicactl)" : "");
+    json_object_put (o);
+    return 1;
+  }
+  json_object_put (o);
+
+  start = mono_sec ();
+  for (;;) {
+    if (!(o = status_object ()))
+      return 1;
+    state = field_str (o, "verify_state");
+    if (!state || strcmp (state, "running") != 0)
+      break;
+    if (timeout >= 0 && mono_sec () - start >= timeout) {
+      progress_clear ();
+      fprintf (stderr, "replicactl: verify: timed out after %g s; the "
+               "pass goes on (status shows verify_state)\n", timeout);
+      json_object_put (o);
+      return 2;
+    }
+    progress_draw (o);
+    json_object_put (o);
+    usleep (200000);
+  }
+  progress_clear ();
+
+  blocks = field_u64 (o, "verify_mismatched_blocks");
+  if (!state)
+    fprintf (stderr, "replicactl: verify: the status of %s has no "
+             "verify_state\n", control_path);
+  else if (strcmp (state, "clean") == 0) {
+    printf ("verify: the volumes match\n");
+    ret = 0;
+  }
+  else if (strcmp (state, "mismatch") == 0) {
+    printf ("verify: the volumes differ: %" PRIu64 " block%s, in these "
+            "ranges:\n", blocks, blocks == 1 ? "" : "s");
+    print_ranges (o);
+    printf ("verify --repair resends them to the peer\n");
+  }
+  else if (strcmp (state, "repaired") == 0) {
+    printf ("verify: repaired: %" PRIu64 " differing block%s resent to the "
+            "peer, in these ranges:\n", blocks, blocks == 1 ? "" : "s");
+    print_ranges (o);
+    ret = 0;
+  }
+  else if (strcmp (state, "failed") == 0)
+    fprintf (stderr, "replicactl: verify failed: %s\n",
+             field_str (o, "verify_error") ? field_str (o, "verify_error")
+             : "no reason given");
+  else
+    fprintf (stderr, "replicactl: verify: unexpected verify_state '%s' "
+             "(was the filter restarted?)\n", state);
   json_object_put (o);
   return ret;
 }
@@ -334,10 +602,39 @@ replay_one (int fd, const struct rlog_rec *rec, const uint8_t *payload)
   }
 }
 
+/* The superblock's flags by name ("paired,resync"), "-" if none. */
+static const char *
+sb_flags_str (uint32_t flags, char *buf, size_t len)
+{
+  static const struct { uint32_t bit; const char *name; } names[] = {
+    { RLOG_SB_OUTDATED, "outdated" },
+    { RLOG_SB_PAIRED, "paired" },
+    { RLOG_SB_PEER_OUTDATED, "peer-outdated" },
+    { RLOG_SB_INCONSISTENT, "inconsistent" },
+    { RLOG_SB_STAGING, "staging" },
+    { RLOG_SB_RESYNC, "resync" },
+  };
+  size_t n = 0;
+
+  buf[0] = '\0';
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i)
+    if (flags & names[i].bit) {
+      n += snprintf (buf + n, len - n, "%s%s", n ? "," : "", names[i].name);
+      flags &= ~names[i].bit;
+      if (n >= len)
+        return buf;
+    }
+  if (flags)
+    snprintf (buf + n, len - n, "%s0x%" PRIx32, n ? "," : "", flags);
+  else if (n == 0)
+    snprintf (buf, len, "-");
+  return buf;
+}
+
 static int
 cmd_log_dump (int argc, char **argv)
 {
-  char err[RLOG_ERRLEN], uuid[37];
+  char err[RLOG_ERRLEN], uuid[37], flags[128];
   uint64_t limit = UINT64_MAX, shown = 0;
   struct rlog_scan scan;
   struct rlog_rec rec;
@@ -368,6 +665,8 @@ cmd_log_dump (int argc, char **argv)
   printf ("%-18s %u\n", "format_version", log->sb.version);
   printf ("%-18s %s\n", "volume_uuid", uuid);
   printf ("%-18s %s\n", "role", rlog_role_name (log->sb.role));
+  printf ("%-18s %s\n", "flags", sb_flags_str (log->sb.flags, flags,
+                                                sizeof flags));
   printf ("%-18s %" PRIu64 "\n", "backing_size", log->sb.backing_size);
   print_time ("created", log->sb.created_ns);
   printf ("%-18s %" PRIu64 "\n", "log_size", log->sb.log_size);
@@ -508,6 +807,77 @@ cmd_log_replay (int argc, char **argv)
   return ret;
 }
 
+/* Failback, offline: the log of a stopped old primary becomes a
+ * secondary's, whose disk the promoted node resynchronises by block
+ * checksums (RLOG_SB_RESYNC) before shipping records to it.  The
+ * volume's UUID and pair secret stay: the promoted node has the same.
+ */
+static int
+cmd_demote (int argc, char **argv)
+{
+  char err[RLOG_ERRLEN];
+  const char *path = NULL, *why = NULL;
+  struct rlog *log;
+  struct rlog_sb sb;
+
+  for (int i = 1; i < argc; ++i) {
+    if (argv[i][0] == '-' || path)
+      usage (stderr, 2);
+    else
+      path = argv[i];
+  }
+  if (!path)
+    usage (stderr, 2);
+  /* The lock nbdkit holds while it serves the log. */
+  log = rlog_open (path, 1, 0, err);
+  if (!log) {
+    if (errno == EWOULDBLOCK)
+      fprintf (stderr, "replicactl: demote: %s is locked by a running "
+               "nbdkit (or another replicactl): stop nbdkit first\n", path);
+    else
+      fprintf (stderr, "replicactl: %s\n", err);
+    return 1;
+  }
+  pthread_mutex_lock (&log->sb_lock);
+  sb = log->sb;
+  if (sb.role == RLOG_ROLE_SECONDARY)
+    why = "it is already a secondary's log";
+  else if (sb.role != RLOG_ROLE_PRIMARY)
+    why = "it records an unknown role";
+  else {
+    sb.role = RLOG_ROLE_SECONDARY;
+    sb.flags |= RLOG_SB_PAIRED | RLOG_SB_RESYNC;
+    sb.flags &= ~RLOG_SB_PEER_OUTDATED;
+    if (rlog_sb_write_locked (log, &sb) == -1) {
+      snprintf (err, sizeof err, "writing the superblock: %m");
+      why = err;
+    }
+  }
+  pthread_mutex_unlock (&log->sb_lock);
+  rlog_close (log);
+  if (why) {
+    fprintf (stderr, "replicactl: demote: %s: %s\n", path, why);
+    return 1;
+  }
+  printf ("demoted: %s is now the log of a secondary, to be resynchronised "
+          "by the primary\n"
+          "next:\n"
+          "  1. start nbdkit on it as a secondary, with the secondary's "
+          "command line\n"
+          "     (no replica-peer; TLS for the primary's replicator):\n"
+          "       nbdkit --tls=require ... --filter=replica PLUGIN ... "
+          "replica-log=%s\n"
+          "  2. restart the promoted node with replica-peer=URI of this "
+          "node (and its\n"
+          "     replica-tls-* keys): a checksum resync sends the blocks "
+          "that differ\n"
+          "  3. on the new primary, follow it with replicactl --control "
+          "SOCKET status:\n"
+          "     the resync is over when sync_phase is none\n",
+          path, path);
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -541,6 +911,10 @@ main (int argc, char **argv)
     return cmd_log_dump (argc, argv);
   if (strcmp (argv[0], "log-replay") == 0)
     return cmd_log_replay (argc, argv);
+  if (strcmp (argv[0], "verify") == 0)
+    return cmd_verify (argc, argv);
+  if (strcmp (argv[0], "demote") == 0)
+    return cmd_demote (argc, argv);
   fprintf (stderr, "replicactl: unknown command '%s'\n", argv[0]);
   usage (stderr, 2);
 }

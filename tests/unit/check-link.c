@@ -116,14 +116,21 @@ START_TEST (test_verdicts)
                     LINK_PEER_SPLIT_BRAIN);
   e = ev (LINK_EV_HANDSHAKE, 0);
   e.peer.durable_seq = 101;                 /* ahead of our head */
-  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_DIVERGED);
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_RESYNC);
   e = ev (LINK_EV_HANDSHAKE, 0);
   e.peer.seq_known = false;                 /* a burned seq of ours */
-  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_DIVERGED);
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_RESYNC);
   e = ev (LINK_EV_HANDSHAKE, 0);
   e.peer.seq_known = false;
   e.peer.behind = true;                     /* lost what it acknowledged */
-  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_BEHIND);
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_RESYNC);
+  e = ev (LINK_EV_HANDSHAKE, 0);
+  e.peer.needs_resync = true;               /* interrupted resync */
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer), LINK_PEER_RESYNC);
+  /* A primary is never resynced: split brain stays an admin's call. */
+  e.peer.role = RLOG_ROLE_PRIMARY;
+  ck_assert_int_eq (link_check_peer (&e.local, &e.peer),
+                    LINK_PEER_SPLIT_BRAIN);
 }
 END_TEST
 
@@ -160,8 +167,107 @@ START_TEST (test_adopt_starts_at_acked_point)
   e.peer.durable_seq = 0;
   memset (e.peer.volume_uuid, 0, 16);
   e.local.acked_seq = 40;
+  e.local.initial_sync = LINK_INITIAL_NONE;
   ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_SHIP | LINK_ACT_ADOPT);
   ck_assert_uint_eq (l.acked_seq, 40);
+}
+END_TEST
+
+/* The default initial sync: adopt, then a checksum pass in place. */
+START_TEST (test_adopt_with_initial_sync)
+{
+  struct link l;
+  struct link_event e;
+
+  link_init (&l, LINK_SYNC, LINK_SYNC_DEGRADE, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 1);
+  e.peer.paired = false;
+  memset (e.peer.volume_uuid, 0, 16);
+  e.local.acked_seq = 40;
+  ck_assert_uint_eq (link_step (&l, &e),
+                     LINK_ACT_SHIP | LINK_ACT_ADOPT | LINK_ACT_RESYNC);
+  ck_assert (!l.sync_full && !l.sync_stage && l.sync_initial);
+  ck_assert_int_eq (l.state, LINK_REPLICATING);
+  link_init (&l, LINK_SYNC, LINK_SYNC_DEGRADE, 1000);
+  e.type = LINK_EV_PEER_SET;
+  link_step (&l, &e);
+  e.type = LINK_EV_HANDSHAKE;
+  e.local.initial_sync = LINK_INITIAL_FULL;
+  link_step (&l, &e);
+  ck_assert (l.sync_full);
+}
+END_TEST
+
+/* A paired peer that is not a known prefix of our history (here: it
+ * reports a seq beyond our head) is resynced from our acked point,
+ * staged, not refused.
+ */
+START_TEST (test_diverged_peer_is_resynced)
+{
+  struct link l;
+  struct link_event e;
+
+  link_init (&l, LINK_SYNC, LINK_SYNC_DEGRADE, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 1);
+  e.peer.durable_seq = 150;
+  e.local.acked_seq = 70;
+  ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_SHIP | LINK_ACT_RESYNC);
+  ck_assert_int_eq (l.state, LINK_REPLICATING);
+  ck_assert_uint_eq (l.acked_seq, 70);
+  ck_assert (l.sync_stage && !l.sync_full && !l.sync_initial);
+  ck_assert_ptr_nonnull (strstr (l.sync_why, "diverged"));
+  ck_assert (!l.sync_bitmap);
+}
+END_TEST
+
+/* A good peer, but our log dropped records it lacks (the dirty bitmap
+ * holds their blocks): a staged resync of the bitmap's blocks.
+ */
+START_TEST (test_bitmap_resync)
+{
+  struct link l;
+  struct link_event e;
+
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e = ev (LINK_EV_PEER_SET, 0);
+  link_step (&l, &e);
+  e = ev (LINK_EV_HANDSHAKE, 1);
+  e.local.bitmap = true;
+  e.local.acked_seq = 95;
+  ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_SHIP | LINK_ACT_RESYNC);
+  ck_assert (l.sync_bitmap && l.sync_stage && !l.sync_full);
+  ck_assert_uint_eq (l.acked_seq, 95);
+  /* A diverged peer gets the full pass even with a bitmap. */
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e.type = LINK_EV_PEER_SET;
+  link_step (&l, &e);
+  e.type = LINK_EV_HANDSHAKE;
+  e.peer.seq_known = false;
+  link_step (&l, &e);
+  ck_assert (!l.sync_bitmap);
+  /* Our bitmap pass was interrupted (the peer says it needs a resync):
+   * the bitmap pass again; not if the pass was not ours.
+   */
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e.type = LINK_EV_PEER_SET;
+  link_step (&l, &e);
+  e.type = LINK_EV_HANDSHAKE;
+  e.peer.needs_resync = true;
+  e.peer.behind = true;
+  e.local.bitmap_resume = true;
+  link_step (&l, &e);
+  ck_assert (l.sync_bitmap && l.sync_stage);
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e.type = LINK_EV_PEER_SET;
+  link_step (&l, &e);
+  e.type = LINK_EV_HANDSHAKE;
+  e.local.bitmap_resume = false;
+  link_step (&l, &e);
+  ck_assert (!l.sync_bitmap);
 }
 END_TEST
 
@@ -340,16 +446,24 @@ END_TEST
 
 START_TEST (test_promote_check)
 {
-  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, false, false));
-  ck_assert_ptr_nonnull (link_promote_check (RLOG_ROLE_PRIMARY, false,
+  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, false, false,
+                                          false));
+  ck_assert_ptr_nonnull (link_promote_check (RLOG_ROLE_PRIMARY, false, false,
                                              false));
-  ck_assert_ptr_nonnull (link_promote_check (RLOG_ROLE_PRIMARY, false,
+  ck_assert_ptr_nonnull (link_promote_check (RLOG_ROLE_PRIMARY, false, false,
                                              true));
   /* Outdated: only with --force. */
   ck_assert_ptr_nonnull (strstr (link_promote_check (RLOG_ROLE_SECONDARY,
-                                                     true, false),
+                                                     true, false, false),
                                  "--force"));
-  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, true, true));
+  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, true, false,
+                                          true));
+  /* Being resynced (inconsistent): only with --force. */
+  ck_assert_ptr_nonnull (strstr (link_promote_check (RLOG_ROLE_SECONDARY,
+                                                     false, true, false),
+                                 "inconsistent"));
+  ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, false, true,
+                                          true));
 }
 END_TEST
 
@@ -364,6 +478,9 @@ link_suite (void)
   tcase_add_test (tc, test_verdicts);
   tcase_add_test (tc, test_refused_then_retry);
   tcase_add_test (tc, test_adopt_starts_at_acked_point);
+  tcase_add_test (tc, test_adopt_with_initial_sync);
+  tcase_add_test (tc, test_diverged_peer_is_resynced);
+  tcase_add_test (tc, test_bitmap_resync);
   tcase_add_test (tc, test_sync_waits_for_peer_ack);
   tcase_add_test (tc, test_sync_degrades_after_timeout);
   tcase_add_test (tc, test_sync_progress_restarts_timeout);

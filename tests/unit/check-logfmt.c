@@ -191,7 +191,9 @@ POKE (poke_version2, h[R_VERSION] = 2)
 POKE (poke_hdrsize, put_le16 (h + R_HDRSIZE, 128))
 POKE (poke_reserved, put_le32 (h + R_RESERVED, 1))
 POKE (poke_reserved_hi, h[R_RESERVED + 3] = 0x80)
-POKE (poke_flags, put_le32 (h + R_FLAGS, 0x4))
+POKE (poke_flags, put_le32 (h + R_FLAGS, 0x10))
+/* SYNC_END belongs to a flush only; a wrap takes no flags. */
+POKE (poke_sync_end, put_le32 (h + R_FLAGS, RLOG_FLAG_SYNC_END))
 POKE (poke_op0, h[R_OP] = 0)
 POKE (poke_op6, h[R_OP] = 6)
 POKE (poke_op255, h[R_OP] = 255)
@@ -242,6 +244,8 @@ START_TEST (test_rec_reject)
   REJECT (RLOG_OP_WRITE, poke_reserved, RLOG_EINVAL);
   REJECT (RLOG_OP_ZERO, poke_reserved_hi, RLOG_EINVAL);
   REJECT (RLOG_OP_WRITE, poke_flags, RLOG_EINVAL);
+  REJECT (RLOG_OP_WRITE, poke_sync_end, RLOG_EINVAL);
+  REJECT (RLOG_OP_ZERO, poke_sync_end, RLOG_EINVAL);
   REJECT (RLOG_OP_WRITE, poke_op0, RLOG_EINVAL);
   REJECT (RLOG_OP_ZERO, poke_op6, RLOG_EINVAL);
   REJECT (RLOG_OP_FLUSH, poke_op255, RLOG_EINVAL);

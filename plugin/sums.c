@@ -1,0 +1,92 @@
+/* nbd-replica: the secondary's block sums (the replication export's
+ * sums region, common/wire.h WIRE_SUMS_OFFSET).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * A read of nblocks * 16 bytes at WIRE_SUMS_OFFSET (shift, off) returns
+ * the bsum_block of each block of 1 << shift bytes of our disk from
+ * volume offset off, as the disk is now (applied records only: a
+ * staged resync is not applied, so the sums describe the image it
+ * keeps).  The primary compares them with its own (plugin/sync.c).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "repl.h"
+#include "conns.h"
+#include "wire.h"
+#include "blocksum.h"
+
+#define READ_BYTES (4u << 20)
+
+/* Decode a sums read; returns 0 or -1 (EINVAL). */
+static int
+sums_request (uint32_t count, uint64_t offset, unsigned *shift,
+              uint64_t *off, uint32_t *nblocks)
+{
+  uint64_t rel = offset - WIRE_SUMS_BASE, size = rep.log->sb.backing_size;
+  uint64_t index;
+
+  *shift = rel >> 40;
+  index = (rel & ((1ULL << 40) - 1)) / WIRE_SUM_SIZE;
+  if (*shift < WIRE_SUMS_MIN_SHIFT || *shift > WIRE_SUMS_MAX_SHIFT ||
+      rel % WIRE_SUM_SIZE || count == 0 || count % WIRE_SUM_SIZE ||
+      count / WIRE_SUM_SIZE > WIRE_SUMS_MAX ||
+      index > (size >> *shift) + 1)
+    return -1;
+  *off = index << *shift;
+  *nblocks = count / WIRE_SUM_SIZE;
+  /* Every block must start inside the volume. */
+  if (*off >= size || (((uint64_t) *nblocks - 1) << *shift) >= size - *off)
+    return -1;
+  return 0;
+}
+
+int
+sums_pread (void *buf, uint32_t count, uint64_t offset, int *err)
+{
+  uint64_t off, size = rep.log->sb.backing_size, end;
+  uint32_t nblocks, bs;
+  unsigned shift;
+  uint8_t *data;
+  uint32_t done = 0;
+
+  if (sums_request (count, offset, &shift, &off, &nblocks) == -1) {
+    *err = EINVAL;
+    return -1;
+  }
+  bs = 1u << shift;
+  end = off + ((uint64_t) nblocks << shift);
+  if (end > size)
+    end = size;
+  data = malloc (READ_BYTES > bs ? READ_BYTES : bs);
+  if (!data) {
+    *err = ENOMEM;
+    return -1;
+  }
+  /* A piece of whole blocks at a time, hashed as it comes. */
+  while (off < end) {
+    uint64_t n = end - off;
+    uint32_t piece = READ_BYTES > bs ? READ_BYTES : bs;
+    int r;
+
+    if (n > piece)
+      n = piece;
+    plugin_call_begin ();
+    r = rep.ctx->pread (rep.ctx, data, n, off, 0, err);
+    plugin_call_end ();
+    if (r == -1) {
+      free (data);
+      return -1;
+    }
+    for (uint64_t p = 0; p < n; p += bs, done++)
+      bsum_block (data + p, n - p < bs ? n - p : bs,
+                  (uint8_t *) buf + (size_t) done * WIRE_SUM_SIZE);
+    off += n;
+  }
+  free (data);
+  return 0;
+}

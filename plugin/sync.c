@@ -1,0 +1,937 @@
+/* nbd-replica: a primary's sync engine (initial sync, resync, verify).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * One thread walks the volume in chunks.  For each chunk it asks the
+ * peer for its block sums (through the replicator: CHAN_SUMS_REQ), reads
+ * and hashes the same blocks here, and re-logs every block that differs
+ * (resend_run): under the block's range lock it reads the block and
+ * queues it to our own log as an ordinary record flagged
+ * RLOG_FLAG_SYNC, so it takes its place in the seq order among the
+ * clients' writes and reaches the peer by the normal shipping, applied
+ * in order there.  Zero blocks go as zero records, never as data.  When
+ * the walk is done, a FLUSH record flagged RLOG_FLAG_SYNC_END marks the
+ * end of the pass; once the peer acknowledges it, the peer is a
+ * consistent copy again.  docs/design.md "Sync, resync and verify"
+ * argues why the result is exact although clients keep writing.
+ *
+ * Verify runs the same walk without re-logging: blocks whose sums
+ * differ are compared again under their range lock once the peer has
+ * acknowledged everything written before it (so writes in flight never
+ * show as differences), and reported; --repair re-logs them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "repl.h"
+#include "conns.h"
+#include "chan.h"
+#include "wire.h"
+#include "blocksum.h"
+
+NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
+
+#define CHUNK_BYTES      (16u << 20)  /* volume bytes compared per step */
+#define SUMS_TIMEOUT_S   120          /* the peer hashes 16 MiB per reply */
+#define ACK_TIMEOUT_S    60           /* verify: the peer catching up */
+#define RUN_MAX          RLOG_MAX_PAYLOAD /* bytes re-logged per record */
+#define MAX_RANGES       64           /* verify ranges kept for status */
+#define WINDOW_IDLE      (64u << 20)  /* unacknowledged sync bytes, */
+#define WINDOW_BUSY      (4u << 20)   /* ... clients quiet or writing */
+
+enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
+
+static const char *
+phase_name (enum phase p)
+{
+  switch (p) {
+  case PH_INITIAL: return "initial-sync";
+  case PH_RESYNC: return "resync";
+  case PH_VERIFY: return "verify";
+  default: return "none";
+  }
+}
+
+/* A request for the peer's sums of one chunk, answered by sync_sums. */
+struct sums_req {
+  uint64_t id, off;
+  uint32_t nblocks;
+  bool done;
+  int err;
+  uint8_t *sums;                /* nblocks * WIRE_SUM_SIZE */
+};
+
+struct vrange { uint64_t off, len; };
+
+static struct {
+  pthread_mutex_t lock;         /* everything below */
+  pthread_cond_t cond;
+  pthread_t thread;
+  bool running, stopping;
+  uint64_t gen;                 /* bumped when a pass starts or the link
+                                 * drops: a pass of another gen aborts */
+  bool want;                    /* a pass is requested for gen */
+  enum phase want_phase;
+  bool want_full, want_repair, want_bitmap;
+  enum phase phase;             /* the pass running or awaiting its ack */
+  uint64_t end_seq;             /* its SYNC_END record, once appended */
+  struct sums_req req[3];       /* sums asked for ahead (0, 1) and
+                                 * for a verify's confirmation (2) */
+  uint64_t next_id;
+  /* Progress of the current (or last) pass. */
+  uint64_t total, done, sent, differing, passes;
+  uint64_t t_start_ns, t_end_ns;
+  char why[160];
+  /* Verify. */
+  const char *vstate;           /* idle running clean mismatch repaired
+                                 * failed */
+  char verror[160];
+  uint64_t vblocks;
+  struct vrange vr[MAX_RANGES];
+  size_t nvr;
+  /* Client activity (sync_client_write), for yielding. */
+  uint64_t client_writes, seen_writes, busy_until_ns;
+} Y = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+        .vstate = "idle" };
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static unsigned
+block_shift (void)
+{
+  return repl_cfg.sync_shift;
+}
+
+/* Wait on Y.cond (Y.lock held) for at most ms. */
+static void
+ywait_ms (unsigned ms)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long) ms * 1000000L;
+  while (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_cond_timedwait (&Y.cond, &Y.lock, &ts);
+}
+
+/* Has this pass been overtaken (link lost, nbdkit stopping)?  Y.lock
+ * held.
+ */
+static bool
+aborted (uint64_t gen)
+{
+  return Y.gen != gen || Y.stopping;
+}
+
+/* ---- the peer's sums ---- */
+
+static int
+sums_ask (struct sums_req *q, uint64_t off, uint32_t nblocks)
+{
+  q->off = off;
+  q->nblocks = nblocks;
+  q->done = false;
+  q->err = 0;
+  q->id = ++Y.next_id;
+  free (q->sums);
+  q->sums = malloc ((size_t) nblocks * WIRE_SUM_SIZE);
+  if (!q->sums)
+    return -1;
+  return 0;
+}
+
+/* Sends the request (without Y.lock: repl.c's lock comes first). */
+static int
+sums_send (const struct sums_req *q)
+{
+  return repl_sums_request (q->off, q->nblocks, block_shift (), q->id);
+}
+
+/* Wait for the answer to q; returns 0, or -1 (link lost, error).  The
+ * replicator answers ENOTCONN until its connection is shipping (the
+ * request may overtake the handshake's end): asked again then.
+ */
+static int
+sums_wait (struct sums_req *q, uint64_t gen)
+{
+  uint64_t deadline = now_ns () + (uint64_t) SUMS_TIMEOUT_S * 1000000000;
+
+  pthread_mutex_lock (&Y.lock);
+  for (;;) {
+    while (!q->done && !aborted (gen) && now_ns () < deadline)
+      ywait_ms (100);
+    if (!q->done || q->err != ENOTCONN || aborted (gen) ||
+        now_ns () >= deadline)
+      break;
+    q->done = false;
+    q->err = 0;
+    q->id = ++Y.next_id;
+    ywait_ms (50);
+    pthread_mutex_unlock (&Y.lock);
+    sums_send (q);
+    pthread_mutex_lock (&Y.lock);
+  }
+  if (!q->done && !aborted (gen))
+    q->err = ETIMEDOUT;
+  pthread_mutex_unlock (&Y.lock);
+  if (!q->done || q->err) {
+    nbdkit_debug ("replica: sync: the peer's sums at %" PRIu64 ": %s",
+                  q->off, strerror (q->err ? q->err : ENOTCONN));
+    return -1;
+  }
+  return 0;
+}
+
+/* CHAN_SUMS from the replicator (repl.c, its lock held). */
+void
+sync_sums (const struct chan_msg *m)
+{
+  pthread_mutex_lock (&Y.lock);
+  for (size_t i = 0; i < 3; ++i) {
+    struct sums_req *q = &Y.req[i];
+    if (q->id != m->d || q->done)
+      continue;
+    if (m->e == 0 && m->text_len == (uint64_t) q->nblocks * WIRE_SUM_SIZE)
+      memcpy (q->sums, m->text, m->text_len);
+    else
+      q->err = m->e ? (int) m->e : EPROTO;
+    q->done = true;
+    pthread_cond_broadcast (&Y.cond);
+  }
+  pthread_mutex_unlock (&Y.lock);
+}
+
+/* ---- our side ---- */
+
+static int
+read_volume (void *buf, uint64_t len, uint64_t off)
+{
+  int err = 0;
+
+  for (uint64_t done = 0; done < len; ) {
+    uint32_t n = len - done > (4u << 20) ? (4u << 20) : len - done;
+    int r;
+
+    plugin_call_begin ();
+    r = rep.ctx->pread (rep.ctx, (char *) buf + done, n, off + done, 0, &err);
+    plugin_call_end ();
+    if (r == -1) {
+      errno = err;
+      return -1;
+    }
+    done += n;
+  }
+  return 0;
+}
+
+/* Bytes of block i of a chunk at off (the volume's last may be short). */
+static uint32_t
+block_len (uint64_t off, uint32_t i)
+{
+  uint64_t start = off + ((uint64_t) i << block_shift ());
+  uint64_t size = rep.log->sb.backing_size;
+  uint64_t bs = 1ULL << block_shift ();
+
+  return start + bs <= size ? bs : size - start;
+}
+
+/* ---- re-logging blocks ---- */
+
+/* Records for [off, off + len) of buf: zero runs as one zero record
+ * (MAY_TRIM), data runs in records of at most RLOG_MAX_PAYLOAD.
+ */
+static size_t
+build_entries (const uint8_t *buf, uint64_t off, uint32_t len,
+               struct jentry *ents)
+{
+  uint32_t bs = 1u << block_shift (), pos = 0;
+  size_t n = 0;
+
+  while (pos < len) {
+    uint32_t blen = len - pos < bs ? len - pos : bs;
+    bool zero = bsum_is_zero (buf + pos, blen);
+    struct jentry *e = &ents[n];
+
+    if (n > 0 && (ents[n - 1].op == RLOG_OP_ZERO) == zero &&
+        ents[n - 1].offset + ents[n - 1].length == off + pos &&
+        (zero || ents[n - 1].length + blen <= RLOG_MAX_PAYLOAD))
+      ents[n - 1].length += blen;
+    else {
+      memset (e, 0, sizeof *e);
+      e->op = zero ? RLOG_OP_ZERO : RLOG_OP_WRITE;
+      e->flags = RLOG_FLAG_SYNC | (zero ? RLOG_FLAG_MAY_TRIM : 0);
+      e->offset = off + pos;
+      e->length = blen;
+      e->payload = zero ? NULL : buf + pos;
+      n++;
+    }
+    pos += blen;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (ents[i].op == RLOG_OP_WRITE)
+      ents[i].payload_crc = rlog_payload_crc (ents[i].payload,
+                                              ents[i].length);
+  return n;
+}
+
+/* A run being re-logged: queued, waited for at the end of the chunk. */
+struct run {
+  uint8_t *buf;
+  struct jentry *ents;
+  struct junit u;
+  bool queued;
+};
+
+/* Re-log [off, off + len) (len <= RUN_MAX): read under the range lock
+ * and queue it before releasing it, so every client write to the range
+ * is either in what we read and before our record in the log, or after
+ * both (the journal writes units in the order they were queued).  Our
+ * disk holds the data already: nothing is applied here.
+ */
+static int
+resend_run (struct run *run, uint64_t off, uint32_t len)
+{
+  struct range range;
+  uint32_t bs = 1u << block_shift ();
+  size_t maxe = (len + bs - 1) / bs;
+  int r = 0;
+
+  memset (run, 0, sizeof *run);
+  run->buf = malloc (len);
+  run->ents = calloc (maxe, sizeof *run->ents);
+  if (!run->buf || !run->ents)
+    return -1;
+  rangelock_acquire (&rep.ranges, &range, off, len);
+  if (read_volume (run->buf, len, off) == -1)
+    r = -1;
+  else {
+    run->u.entries = run->ents;
+    run->u.n = build_entries (run->buf, off, len, run->ents);
+    r = journal_enqueue (&rep.journal, &run->u);
+    run->queued = r == 0;
+  }
+  rangelock_release (&rep.ranges, &range);
+  return r;
+}
+
+/* Wait for the queued runs, then free them.  Returns 0 or -1. */
+static int
+finish_runs (struct run *runs, size_t n)
+{
+  int ret = 0;
+
+  for (size_t i = 0; i < n; ++i) {
+    if (runs[i].queued) {
+      if (journal_wait (&rep.journal, &runs[i].u) == -1)
+        ret = -1;
+      else
+        for (size_t k = 0; k < runs[i].u.n; ++k)
+          journal_complete (&rep.journal, &runs[i].u.entries[k]);
+    }
+    free (runs[i].buf);
+    free (runs[i].ents);
+  }
+  return ret;
+}
+
+/* Clients first: the sync keeps at most a window of unacknowledged
+ * bytes in the log (small while clients write, so their records never
+ * queue behind much of ours), at most half the ring, and at most
+ * replica-resync-rate bytes per second.
+ */
+/* May the next run be re-logged now?  (See throttle.) */
+static bool
+may_send (uint64_t gen, uint64_t t0, bool *busy, bool *stop)
+{
+  uint64_t t = now_ns (), half = rep.log->sb.ring_size / 2, sent;
+
+  pthread_mutex_lock (&Y.lock);
+  if (Y.client_writes != Y.seen_writes) {
+    Y.seen_writes = Y.client_writes;
+    Y.busy_until_ns = t + 200000000;    /* 200 ms */
+  }
+  *busy = t < Y.busy_until_ns;
+  *stop = aborted (gen);
+  sent = Y.sent;
+  pthread_mutex_unlock (&Y.lock);
+  /* (repl_lag_bytes takes repl.c's lock: never with ours) */
+  return *stop ||
+    (repl_lag_bytes () <= (*busy ? WINDOW_BUSY : WINDOW_IDLE) &&
+     journal_used_bytes (&rep.journal) <= half &&
+     (repl_cfg.resync_rate == 0 ||
+      sent * 1e9 / (t - t0 + 1) <= repl_cfg.resync_rate));
+}
+
+/* Clients first: the sync keeps at most a window of unacknowledged
+ * bytes in the log (small while clients write, so their records never
+ * queue behind much of ours), at most half the ring, and at most
+ * replica-resync-rate bytes per second.  Before waiting, the runs
+ * queued so far are completed (*pending): while in flight they hold
+ * the checkpoint, hence the log space waited for.
+ */
+static int
+throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *pending)
+{
+  bool busy, stop;
+  int ret = 0;
+
+  if (may_send (gen, t0, &busy, &stop))
+    return 0;
+  if (finish_runs (runs, *pending) == -1)
+    ret = -1;
+  *pending = 0;
+  while (ret == 0 && !may_send (gen, t0, &busy, &stop)) {
+    pthread_mutex_lock (&Y.lock);
+    ywait_ms (busy ? 5 : 2);
+    pthread_mutex_unlock (&Y.lock);
+  }
+  return ret;
+}
+
+/* Re-log the differing blocks of a chunk (diff[i] for block i),
+ * contiguous blocks together.
+ */
+static int
+resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
+              uint64_t gen, uint64_t t0)
+{
+  struct run *runs = calloc (nblocks, sizeof *runs);
+  size_t nr = 0;
+  int ret = 0;
+
+  if (!runs)
+    return -1;
+  for (uint32_t i = 0; i < nblocks && ret == 0; ) {
+    uint64_t start;
+    uint32_t len = 0;
+
+    if (!diff[i]) {
+      i++;
+      continue;
+    }
+    start = off + ((uint64_t) i << block_shift ());
+    /* (blocks are at most RUN_MAX: replica-sync-block-size <= 1M) */
+    while (i < nblocks && diff[i] && len + block_len (off, i) <= RUN_MAX)
+      len += block_len (off, i++);
+    if (throttle (gen, t0, runs, &nr) == -1)
+      ret = -1;
+    pthread_mutex_lock (&Y.lock);
+    if (aborted (gen))
+      ret = -1;
+    pthread_mutex_unlock (&Y.lock);
+    if (ret == 0 && resend_run (&runs[nr++], start, len) == -1)
+      ret = -1;
+    if (ret == 0) {
+      pthread_mutex_lock (&Y.lock);
+      Y.sent += len;
+      pthread_mutex_unlock (&Y.lock);
+    }
+  }
+  if (finish_runs (runs, nr) == -1)
+    ret = -1;
+  free (runs);
+  return ret;
+}
+
+/* ---- verify: differences confirmed at a consistent point ---- */
+
+static void
+add_mismatch (uint64_t off, uint64_t len)
+{
+  pthread_mutex_lock (&Y.lock);
+  Y.vblocks++;
+  if (Y.nvr > 0 && Y.vr[Y.nvr - 1].off + Y.vr[Y.nvr - 1].len == off)
+    Y.vr[Y.nvr - 1].len += len;
+  else if (Y.nvr < MAX_RANGES)
+    Y.vr[Y.nvr++] = (struct vrange) { off, len };
+  pthread_mutex_unlock (&Y.lock);
+}
+
+/* Block i of the chunk at off differed.  Under its range lock no write
+ * to it is in flight (every record touching it is applied here and
+ * written to the log, so at or below the written point); once the peer
+ * has acknowledged that point, it has applied all of them, and nothing
+ * newer touches the block until we release it.  Then both sides' sums
+ * are compared again.  Returns 1 if it really differs, 0 if not, -1 on
+ * error.
+ */
+static int
+confirm_block (uint64_t off, uint32_t i, uint64_t gen)
+{
+  uint64_t start = off + ((uint64_t) i << block_shift ());
+  uint32_t len = block_len (off, i);
+  uint8_t *buf = malloc (len), sum[BSUM_SIZE];
+  struct sums_req *q = &Y.req[2];
+  struct range range;
+  int ret = -1;
+
+  if (!buf)
+    return -1;
+  rangelock_acquire (&rep.ranges, &range, start, len);
+  if (read_volume (buf, len, start) == 0 &&
+      repl_wait_peer_caught_up (ACK_TIMEOUT_S) == 0) {
+    bsum_block (buf, len, sum);
+    pthread_mutex_lock (&Y.lock);
+    ret = sums_ask (q, start, 1);
+    pthread_mutex_unlock (&Y.lock);
+    if (ret == 0 && sums_send (q) == 0 && sums_wait (q, gen) == 0)
+      ret = memcmp (sum, q->sums, BSUM_SIZE) != 0;
+    else
+      ret = -1;
+  }
+  rangelock_release (&rep.ranges, &range);
+  free (buf);
+  return ret;
+}
+
+/* ---- the walk ---- */
+
+/* Compare one chunk; diff[i] says which blocks differ. */
+static int
+compare_chunk (struct sums_req *q, const uint8_t *local, bool full,
+               bool *diff, uint64_t *ndiff)
+{
+  *ndiff = 0;
+  for (uint32_t i = 0; i < q->nblocks; ++i) {
+    uint32_t len = block_len (q->off, i);
+    uint8_t sum[BSUM_SIZE];
+
+    if (full)
+      diff[i] = true;
+    else {
+      bsum_block (local + ((size_t) i << block_shift ()), len, sum);
+      diff[i] = memcmp (sum, q->sums + (size_t) i * WIRE_SUM_SIZE,
+                        BSUM_SIZE) != 0;
+    }
+    *ndiff += diff[i];
+  }
+  return 0;
+}
+
+static uint32_t
+chunk_blocks (uint64_t off)
+{
+  uint64_t size = rep.log->sb.backing_size;
+  uint64_t len = size - off < CHUNK_BYTES ? size - off : CHUNK_BYTES;
+
+  return (len + (1ULL << block_shift ()) - 1) >> block_shift ();
+}
+
+/* One chunk: the peer's sums (asked for earlier), ours, then re-log or
+ * confirm what differs.
+ */
+static int
+do_chunk (struct sums_req *q, uint8_t *local, bool *diff, enum phase ph,
+          bool full, bool repair, uint64_t gen, uint64_t t0)
+{
+  uint64_t len = 0, ndiff;
+
+  for (uint32_t i = 0; i < q->nblocks; ++i)
+    len += block_len (q->off, i);
+  if (!full && read_volume (local, len, q->off) == -1) {
+    nbdkit_error ("replica: sync: reading the volume at %" PRIu64 ": %m",
+                  q->off);
+    return -1;
+  }
+  if (!full && sums_wait (q, gen) == -1)
+    return -1;
+  compare_chunk (q, local, full, diff, &ndiff);
+  if (ph == PH_VERIFY) {
+    for (uint32_t i = 0; i < q->nblocks; ++i) {
+      int r;
+      if (!diff[i])
+        continue;
+      if ((r = confirm_block (q->off, i, gen)) == -1)
+        return -1;
+      diff[i] = r == 1;
+      if (r == 1)
+        add_mismatch (q->off + ((uint64_t) i << block_shift ()),
+                      block_len (q->off, i));
+    }
+    if (!repair)
+      memset (diff, 0, q->nblocks * sizeof *diff);
+  }
+  pthread_mutex_lock (&Y.lock);
+  Y.differing += ph == PH_VERIFY ? 0 : ndiff;
+  pthread_mutex_unlock (&Y.lock);
+  if (resend_chunk (q->off, q->nblocks, diff, gen, t0) == -1)
+    return -1;
+  pthread_mutex_lock (&Y.lock);
+  Y.done += len;
+  pthread_mutex_unlock (&Y.lock);
+  return 0;
+}
+
+/* Ask for the sums of the chunk at off (nothing in full mode). */
+static int
+ask_chunk (struct sums_req *q, uint64_t off, bool full)
+{
+  int r;
+
+  pthread_mutex_lock (&Y.lock);
+  r = sums_ask (q, off, chunk_blocks (off));
+  pthread_mutex_unlock (&Y.lock);
+  if (r == 0 && !full)
+    r = sums_send (q);
+  return r;
+}
+
+/* The next chunk of the pass at or after off: a bitmap pass visits only
+ * chunks with a dirty grain (writes made meanwhile are shipped anyway).
+ */
+static uint64_t
+next_chunk (uint64_t off, bool bitmap)
+{
+  uint64_t size = rep.log->sb.backing_size;
+
+  while (bitmap && off < size && !bitmap_any (off, CHUNK_BYTES))
+    off += CHUNK_BYTES;
+  return off < size ? off : size;
+}
+
+/* Bytes a bitmap pass visits (whole chunks). */
+static uint64_t
+dirty_chunk_bytes (void)
+{
+  uint64_t size = rep.log->sb.backing_size, n = 0;
+
+  for (uint64_t off = next_chunk (0, true); off < size;
+       off = next_chunk (off + CHUNK_BYTES, true))
+    n += size - off < CHUNK_BYTES ? size - off : CHUNK_BYTES;
+  return n;
+}
+
+/* Walk the volume (or the bitmap's chunks), the sums of two chunks
+ * asked for ahead.
+ */
+static int
+walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
+{
+  uint64_t size = rep.log->sb.backing_size, t0 = now_ns ();
+  uint8_t *local = malloc (CHUNK_BYTES);
+  bool *diff = calloc (CHUNK_BYTES >> WIRE_SUMS_MIN_SHIFT, sizeof *diff);
+  uint64_t next = next_chunk (0, bitmap);
+  int ret = 0, cur = 0, queued = 0;
+
+  if (!local || !diff) {
+    free (local);
+    free (diff);
+    return -1;
+  }
+  for (int k = 0; k < 2 && next < size && ret == 0; ++k) {
+    ret = ask_chunk (&Y.req[k], next, full);
+    next = next_chunk (next + CHUNK_BYTES, bitmap);
+    queued++;
+  }
+  while (queued > 0 && ret == 0) {
+    ret = do_chunk (&Y.req[cur], local, diff, ph, full, repair, gen, t0);
+    queued--;
+    if (ret == 0 && next < size) {
+      ret = ask_chunk (&Y.req[cur], next, full);
+      next = next_chunk (next + CHUNK_BYTES, bitmap);
+      queued++;
+    }
+    cur ^= 1;
+  }
+  free (local);
+  free (diff);
+  return ret;
+}
+
+/* The end of a pass: a SYNC_END record after every block re-logged. */
+static int
+append_end (uint64_t *seq)
+{
+  struct jentry e = { .op = RLOG_OP_FLUSH, .flags = RLOG_FLAG_SYNC_END };
+  struct junit u = { .entries = &e, .n = 1 };
+
+  if (journal_append (&rep.journal, &u) == -1)
+    return -1;
+  journal_complete (&rep.journal, &e);
+  *seq = e.rec.seq;
+  return 0;
+}
+
+static void
+run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
+{
+  uint64_t end_seq = 0;
+  int r;
+
+  if (replica_debug_sync)
+    nbdkit_debug ("sync: %s pass starts (%s%s)", phase_name (ph),
+                  full ? "every block" : "block sums",
+                  bitmap ? ", the dirty bitmap's chunks" : "");
+  r = walk (ph, full, bitmap, repair, gen);
+  if (r == 0 && ph != PH_VERIFY && append_end (&end_seq) == -1)
+    r = -1;
+  pthread_mutex_lock (&Y.lock);
+  if (ph == PH_VERIFY) {
+    Y.phase = PH_NONE;
+    Y.t_end_ns = now_ns ();
+    if (r == -1) {
+      Y.vstate = "failed";
+      snprintf (Y.verror, sizeof Y.verror, "%s", aborted (gen)
+                ? "the link to the peer was lost" : "reading or comparing "
+                "failed (see nbdkit's log)");
+    }
+    else
+      Y.vstate = Y.vblocks == 0 ? "clean" : repair ? "repaired" : "mismatch";
+    Y.passes++;
+  }
+  else if (r == 0) {
+    /* Done once the peer acknowledges the end record (sync_acked). */
+    Y.end_seq = end_seq;
+  }
+  pthread_mutex_unlock (&Y.lock);
+  if (r == 0 && ph != PH_VERIFY)
+    repl_kick_acked ();         /* it may be acknowledged already */
+  if (r == -1 && ph != PH_VERIFY)
+    nbdkit_debug ("replica: %s pass stopped; it restarts when the peer "
+                  "is back", phase_name (ph));
+}
+
+static void *
+sync_thread (void *arg)
+{
+  pthread_mutex_lock (&Y.lock);
+  while (!Y.stopping) {
+    enum phase ph;
+    bool full, repair, bitmap;
+    uint64_t gen;
+
+    if (!Y.want) {
+      ywait_ms (1000);
+      continue;
+    }
+    Y.want = false;
+    ph = Y.want_phase;
+    full = Y.want_full;
+    repair = Y.want_repair;
+    bitmap = Y.want_bitmap;
+    gen = Y.gen;
+    pthread_mutex_unlock (&Y.lock);
+    run_pass (ph, full, bitmap, repair, gen);
+    pthread_mutex_lock (&Y.lock);
+  }
+  pthread_mutex_unlock (&Y.lock);
+  return NULL;
+}
+
+/* ---- the link's side (repl.c, its lock held) ---- */
+
+void
+sync_start_pass (bool initial, bool full, bool bitmap, const char *why)
+{
+  pthread_mutex_lock (&Y.lock);
+  Y.gen++;
+  Y.want = true;
+  Y.want_phase = initial ? PH_INITIAL : PH_RESYNC;
+  Y.want_full = full;
+  Y.want_repair = false;
+  Y.want_bitmap = bitmap;
+  Y.phase = Y.want_phase;
+  Y.end_seq = 0;
+  Y.total = bitmap ? dirty_chunk_bytes () : rep.log->sb.backing_size;
+  Y.done = Y.sent = Y.differing = 0;
+  Y.t_start_ns = now_ns ();
+  Y.t_end_ns = 0;
+  snprintf (Y.why, sizeof Y.why, "%s", why);
+  pthread_cond_broadcast (&Y.cond);
+  pthread_mutex_unlock (&Y.lock);
+  /* A resync is news for the admin (nbdkit has no warning level). */
+  if (initial)
+    nbdkit_debug ("replica: initial sync of the peer starts");
+  else
+    nbdkit_error ("replica: resync of the peer starts: %s", why);
+}
+
+void
+sync_link_lost (void)
+{
+  pthread_mutex_lock (&Y.lock);
+  Y.gen++;
+  Y.want = false;
+  if (Y.phase == PH_VERIFY) {
+    Y.phase = PH_NONE;
+    Y.vstate = "failed";
+    snprintf (Y.verror, sizeof Y.verror, "the link to the peer was lost");
+  }
+  /* A sync or resync stays pending: the peer says so at the next
+   * handshake (it is marked for a resync), and a new pass starts.
+   */
+  Y.end_seq = 0;
+  pthread_cond_broadcast (&Y.cond);
+  pthread_mutex_unlock (&Y.lock);
+}
+
+bool
+sync_acked (uint64_t seq)
+{
+  bool ended = false;
+
+  pthread_mutex_lock (&Y.lock);
+  if (Y.end_seq && seq >= Y.end_seq &&
+      (Y.phase == PH_INITIAL || Y.phase == PH_RESYNC)) {
+    ended = true;
+    nbdkit_debug ("replica: %s complete: %" PRIu64 " of %" PRIu64 " bytes "
+                  "differed; the peer is consistent again",
+                  phase_name (Y.phase), Y.sent, Y.total);
+    Y.phase = PH_NONE;
+    Y.end_seq = 0;
+    Y.passes++;
+    Y.t_end_ns = now_ns ();
+  }
+  pthread_mutex_unlock (&Y.lock);
+  return ended;
+}
+
+bool
+sync_busy (void)
+{
+  bool r;
+
+  pthread_mutex_lock (&Y.lock);
+  r = Y.phase != PH_NONE;
+  pthread_mutex_unlock (&Y.lock);
+  return r;
+}
+
+/* A client write was journaled (the data path; lock-free counter). */
+void
+sync_client_write (void)
+{
+  __atomic_add_fetch (&Y.client_writes, 1, __ATOMIC_RELAXED);
+}
+
+/* replicactl verify [--repair] (the control thread). */
+int
+sync_verify (bool repair, const char **why)
+{
+  if (!repl_shipping ()) {
+    *why = "verify needs a replicating peer";
+    return -1;
+  }
+  pthread_mutex_lock (&Y.lock);
+  if (Y.phase != PH_NONE || Y.want) {
+    *why = Y.phase == PH_VERIFY ? "a verify is running already"
+      : "a sync or resync is running: the peer is not consistent yet";
+    pthread_mutex_unlock (&Y.lock);
+    return -1;
+  }
+  Y.want = true;
+  Y.want_phase = Y.phase = PH_VERIFY;
+  Y.want_full = false;
+  Y.want_repair = repair;
+  Y.want_bitmap = false;
+  Y.total = rep.log->sb.backing_size;
+  Y.done = Y.sent = Y.differing = Y.vblocks = 0;
+  Y.nvr = 0;
+  Y.vstate = "running";
+  Y.verror[0] = '\0';
+  Y.t_start_ns = now_ns ();
+  Y.t_end_ns = 0;
+  pthread_cond_broadcast (&Y.cond);
+  pthread_mutex_unlock (&Y.lock);
+  return 0;
+}
+
+int
+sync_start (void)
+{
+  int e = pthread_create (&Y.thread, NULL, sync_thread, NULL);
+
+  if (e) {
+    errno = e;
+    nbdkit_error ("replica: sync thread: %m");
+    return -1;
+  }
+  Y.running = true;
+  return 0;
+}
+
+void
+sync_stop (void)
+{
+  if (!Y.running)
+    return;
+  pthread_mutex_lock (&Y.lock);
+  Y.stopping = true;
+  pthread_cond_broadcast (&Y.cond);
+  pthread_mutex_unlock (&Y.lock);
+  pthread_join (Y.thread, NULL);
+  Y.running = false;
+  for (size_t i = 0; i < 3; ++i)
+    free (Y.req[i].sums);
+}
+
+static const char *
+initial_sync_name (void)
+{
+  switch (repl_cfg.initial_sync) {
+  case LINK_INITIAL_FULL: return "full";
+  case LINK_INITIAL_NONE: return "none";
+  default: return "checksum";
+  }
+}
+
+void
+sync_status (json_object *o)
+{
+  uint64_t t, elapsed, rate;
+  json_object *ranges;
+
+  pthread_mutex_lock (&Y.lock);
+  t = Y.t_end_ns ? Y.t_end_ns : now_ns ();
+  elapsed = Y.t_start_ns ? t - Y.t_start_ns : 0;
+  rate = elapsed > 0 ? (uint64_t) (Y.done * 1e9 / elapsed) : 0;
+  json_object_object_add (o, "sync_phase",
+                          json_object_new_string (phase_name (Y.phase)));
+  json_object_object_add (o, "sync_reason", Y.phase != PH_NONE && Y.why[0]
+                          && Y.phase != PH_VERIFY
+                          ? json_object_new_string (Y.why) : NULL);
+  add_u64 (o, "sync_total_bytes", Y.total);
+  add_u64 (o, "sync_done_bytes", Y.done);
+  add_u64 (o, "sync_remaining_bytes", Y.total - Y.done);
+  add_u64 (o, "sync_rate_bytes_per_sec", Y.phase != PH_NONE ? rate : 0);
+  json_object_object_add (o, "sync_eta_sec", Y.phase != PH_NONE && rate > 0
+                          ? json_object_new_int64 ((Y.total - Y.done) / rate)
+                          : NULL);
+  add_u64 (o, "sync_sent_bytes", Y.sent);
+  add_u64 (o, "sync_blocks_differing", Y.differing);
+  add_u64 (o, "sync_passes", Y.passes);
+  add_u64 (o, "sync_block_size", 1ULL << block_shift ());
+  json_object_object_add (o, "initial_sync",
+                          json_object_new_string (initial_sync_name ()));
+  json_object_object_add (o, "verify_state",
+                          json_object_new_string (Y.vstate));
+  add_u64 (o, "verify_mismatched_blocks", Y.vblocks);
+  ranges = json_object_new_array ();
+  for (size_t i = 0; i < Y.nvr; ++i) {
+    json_object *r = json_object_new_object ();
+    add_u64 (r, "offset", Y.vr[i].off);
+    add_u64 (r, "length", Y.vr[i].len);
+    json_object_array_add (ranges, r);
+  }
+  json_object_object_add (o, "verify_ranges", ranges);
+  json_object_object_add (o, "verify_error", Y.verror[0]
+                          ? json_object_new_string (Y.verror) : NULL);
+  pthread_mutex_unlock (&Y.lock);
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A peer away longer than the log can hold: the primary keeps serving
+# (its writes are tracked in the dirty bitmap instead of waiting for
+# log space), and when the peer is back, a resync of the bitmap's
+# blocks only (not the whole volume) brings it back, while writes keep
+# running throughout; the volumes end byte-identical.  Then the same
+# with the peer SIGKILLed in the middle of that resync: it resumes.
+source "$SRCDIR/tests/functions.sh"
+source "$SRCDIR/tests/repl-functions.sh"
+requires /usr/bin/python3 -c 'import nbd'
+make_tmpdir; [ -n "$KEEP" ] && cleanup_fn "cp -r $TMPD /tmp/keep-outage"
+make_psk
+size=256M
+truncate -s $size "$TMPD/pri.img" "$TMPD/sec.img"
+export LOG_SIZE=16M
+
+# writer SECONDS_OR_STOPFILE: random 64 KiB writes into the first 64 MiB
+# (4 of the 16 sync chunks) until the stop file exists.
+start_writer ()
+{
+    /usr/bin/python3 - "$(pri_uri)" "$TMPD/stop" "$TMPD/written" <<'PY' &
+import nbd, os, random, sys, time
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+n = 0
+rnd = random.Random(7)
+while not os.path.exists(sys.argv[2]):
+    off = rnd.randrange(0, 1024) * 65536
+    h.pwrite(os.urandom(65536), off)
+    n += 1
+    if n % 64 == 0:
+        with open(sys.argv[3] + ".tmp", "w") as f:
+            f.write(str(n * 65536))
+        os.rename(sys.argv[3] + ".tmp", sys.argv[3])
+h.flush()
+h.shutdown()
+PY
+    WRITER_PID=$!
+    register_pid $WRITER_PID
+}
+stop_writer ()
+{
+    touch "$TMPD/stop"
+    wait $WRITER_PID || fail "the writer failed"
+    rm -f "$TMPD/stop"
+}
+written () { cat "$TMPD/written" 2>/dev/null || echo 0; }
+
+start_secondary "$TMPD/sec.img"
+start_primary "$TMPD/pri.img" async
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+
+for round in plain kill; do
+    # The outage: the secondary dies; writes continue, far beyond the
+    # 16 MiB log.
+    kill -9 $SEC_PID
+    wait $SEC_PID 2>/dev/null || true
+    rm -f "$TMPD/written"
+    start_writer
+    for i in $(seq 1 600); do
+        [ "$(written)" -ge $((64 << 20)) ] && break
+        kill -0 $WRITER_PID 2>/dev/null || fail "the writer died"
+        sleep 0.1
+    done
+    [ "$(written)" -ge $((64 << 20)) ] ||
+        fail "$round: writes stalled at $(written) bytes with the peer away"
+    [ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] ||
+        fail "$round: bitmap is '$(status_field "$TMPD/pri.ctl" bitmap)'"
+    dirty=$(status_field "$TMPD/pri.ctl" bitmap_dirty_bytes)
+    [ "$dirty" -gt 0 ] && [ "$dirty" -le $((64 << 20)) ] ||
+        fail "$round: $dirty dirty bytes, expected some of the first 64 MiB"
+    passes=$(status_field "$TMPD/pri.ctl" sync_passes)
+
+    # The peer comes back; writes still running.
+    start_secondary "$TMPD/sec.img"
+    if [ $round = kill ]; then
+        # SIGKILL it again in the middle of the resync, then restart.
+        wait_field "$TMPD/pri.ctl" sync_phase resync
+        sleep 0.3
+        kill -9 $SEC_PID
+        wait $SEC_PID 2>/dev/null || true
+        start_secondary "$TMPD/sec.img"
+    fi
+    wait_field "$TMPD/pri.ctl" sync_passes $((passes + 1)) 120
+    total=$(status_field "$TMPD/pri.ctl" sync_total_bytes)
+    [ "$total" -le $((64 << 20)) ] ||
+        fail "$round: the resync covered $total bytes, not only the bitmap's"
+    [ "$(status_field "$TMPD/pri.ctl" bitmap)" = off ] ||
+        fail "$round: the bitmap was not cleared after the resync"
+    stop_writer
+    "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+    same_volumes
+done
+echo "$0: ok"
