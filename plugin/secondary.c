@@ -419,17 +419,27 @@ stage_unit (struct junit *u)
   for (size_t i = 0; i < u->n; ++i)
     journal_complete (&rep.journal, &u->entries[i]);
   pthread_mutex_lock (&S.lock);
+  S.staged_records += u->n;
+  pthread_mutex_unlock (&S.lock);
+}
+
+/* The unit is committed: the next batch may commit (wait_done). */
+static void
+publish_done (const struct junit *u)
+{
+  pthread_mutex_lock (&S.lock);
   S.done_seq = u->entries[u->n - 1].seq;
   S.done_epoch = u->entries[u->n - 1].epoch;
-  S.staged_records += u->n;
   pthread_cond_broadcast (&S.cond);
   pthread_mutex_unlock (&S.lock);
 }
 
 /* Commit a durable unit: apply it, or stage it.  A staged set is
  * applied at the end record, or once it fills half our log (then the
- * resync goes on in place: the limit of staging).  Returns 0, or 1
- * (failed; see apply_unit).
+ * resync goes on in place: the limit of staging).  The next batch
+ * commits only once this unit's commit is complete, staged set
+ * included: its records must reach the disk after the staged ones.
+ * Returns 0, or 1 (failed; see apply_unit).
  */
 static int
 commit_unit (struct junit *u, int *err)
@@ -456,6 +466,8 @@ commit_unit (struct junit *u, int *err)
     }
     if (r)
       *err = EIO;
+    else
+      publish_done (u);
   }
   if (r == 0 && end)
     r = resync_end (end);

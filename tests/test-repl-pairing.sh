@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pairing.  A primary that ran standalone (its log checkpointed past
 # seq N) gets a peer: the unpaired secondary adopts the volume at the
-# primary's checkpoint, so both start from identical disks.  The
+# primary's checkpoint; the admin copied the disk and says so
+# (replica-initial-sync=none: nothing is compared).  The
 # secondary, restarted before any record reached it, still reports that
 # base point and is accepted; then records flow and the disks stay equal.
 # Last, the primary with replica-replicator=external and nbd-replicator
@@ -26,9 +27,14 @@ LOG_SIZE=16M start_secondary "$TMPD/sec.img"
 # The PSK file named in the URI's query this time.
 start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
     replica-log="$TMPD/pri.log" replica-control="$TMPD/pri.ctl" \
+    replica-initial-sync=none \
     replica-peer="nbds+unix://replica@/?socket=$TMPD/sec.sock&tls-psk-file=$TMPD/keys.psk"
 PRI_PID=$NBDKIT_PID
 wait_field "$TMPD/pri.ctl" link replicating
+[ "$(status_field "$TMPD/pri.ctl" initial_sync)" = none ] ||
+    fail "status does not say that the disks were not compared"
+[ "$(status_field "$TMPD/pri.ctl" sync_passes)" = 0 ] ||
+    fail "replica-initial-sync=none ran a sync pass"
 base=$(status_field "$TMPD/pri.ctl" acked_seq)
 [ "$base" -ge 50 ] || fail "adopted at seq $base"
 [ "$(status_field "$TMPD/sec.ctl" applied_seq)" = "$base" ] ||

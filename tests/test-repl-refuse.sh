@@ -46,6 +46,7 @@ rm -f "$TMPD/pri.log"
 LOG_SIZE=16M start_primary "$TMPD/pri.img" sync
 wait_field "$TMPD/pri.ctl" link replicating
 nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"A" * 4096, 0)'
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30
 received=$(status_field "$TMPD/sec.ctl" records_received)
 [ "$received" -ge 1 ] || fail "nothing replicated"
 NBDKIT_PID=$PRI_PID
