@@ -683,7 +683,17 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
   if (r == 0 && ph != PH_VERIFY && append_end (&end_seq) == -1)
     r = -1;
   pthread_mutex_lock (&Y.lock);
-  if (ph == PH_VERIFY) {
+  if (ph == PH_VERIFY && Y.gen != gen) {
+    /* Overtaken: the link dropped (sync_link_lost said so), or a sync
+     * pass took over (its phase stands).
+     */
+    if (strcmp (Y.vstate, "running") == 0) {
+      Y.vstate = "failed";
+      snprintf (Y.verror, sizeof Y.verror, "a sync pass or a reconnection "
+                "interrupted the verify");
+    }
+  }
+  else if (ph == PH_VERIFY) {
     Y.phase = PH_NONE;
     Y.t_end_ns = now_ns ();
     if (r == -1) {
@@ -694,10 +704,11 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
     }
     else
       Y.vstate = Y.vblocks == 0 ? "clean" : repair ? "repaired" : "mismatch";
-    Y.passes++;
   }
-  else if (r == 0) {
-    /* Done once the peer acknowledges the end record (sync_acked). */
+  else if (r == 0 && Y.gen == gen) {
+    /* Done once the peer acknowledges the end record (sync_acked).  (An
+     * overtaken pass's end record ends nothing.)
+     */
     Y.end_seq = end_seq;
   }
   pthread_mutex_unlock (&Y.lock);
