@@ -157,6 +157,11 @@ extern int bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn,
                          uint64_t upto);
 extern void bitmap_end (void);
 
+/* volread.c: read the volume, zeroing what the plugin says reads as
+ * zero instead of reading it.
+ */
+extern int volume_read (void *buf, uint64_t len, uint64_t off, int *err);
+
 /* sums.c: the secondary's block sums (a read of the sums region). */
 extern int sums_pread (void *buf, uint32_t count, uint64_t offset, int *err);
 

@@ -75,9 +75,7 @@ sums_pread (void *buf, uint32_t count, uint64_t offset, int *err)
 
     if (n > piece)
       n = piece;
-    plugin_call_begin ();
-    r = rep.ctx->pread (rep.ctx, data, n, off, 0, err);
-    plugin_call_end ();
+    r = volume_read (data, n, off, err);
     if (r == -1) {
       free (data);
       return -1;

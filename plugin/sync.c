@@ -225,18 +225,9 @@ read_volume (void *buf, uint64_t len, uint64_t off)
 {
   int err = 0;
 
-  for (uint64_t done = 0; done < len; ) {
-    uint32_t n = len - done > (4u << 20) ? (4u << 20) : len - done;
-    int r;
-
-    plugin_call_begin ();
-    r = rep.ctx->pread (rep.ctx, (char *) buf + done, n, off + done, 0, &err);
-    plugin_call_end ();
-    if (r == -1) {
-      errno = err;
-      return -1;
-    }
-    done += n;
+  if (volume_read (buf, len, off, &err) == -1) {
+    errno = err;
+    return -1;
   }
   return 0;
 }

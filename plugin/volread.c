@@ -1,0 +1,84 @@
+/* nbd-replica: reading the volume for checksums, skipping holes.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * The sync engine (sync.c) and the secondary's sums (sums.c) read whole
+ * chunks of the volume.  Ranges the plugin reports as reading zero
+ * (NBD block status: NBDKIT_EXTENT_ZERO, e.g. the holes of a sparse
+ * file) are not read but zeroed here, so a sparse volume costs little
+ * more than its data; everything else is read.  Extents are only a
+ * hint: a plugin without them, or an error asking, means a plain read.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "conns.h"
+#include "repl.h"
+
+#define READ_PIECE (4u << 20)
+
+static int
+plain_read (void *buf, uint64_t len, uint64_t off, int *err)
+{
+  for (uint64_t done = 0; done < len; ) {
+    uint32_t n = len - done > READ_PIECE ? READ_PIECE : len - done;
+    int r;
+
+    plugin_call_begin ();
+    r = rep.ctx->pread (rep.ctx, (char *) buf + done, n, off + done, 0, err);
+    plugin_call_end ();
+    if (r == -1)
+      return -1;
+    done += n;
+  }
+  return 0;
+}
+
+int
+volume_read (void *buf, uint64_t len, uint64_t off, int *err)
+{
+  struct nbdkit_extents *ex;
+  uint64_t pos = off, end = off + len;
+  int r, e = 0;
+
+  if (len == 0)
+    return 0;
+  if (rep.ctx->can_extents (rep.ctx) <= 0 || len > UINT32_MAX)
+    return plain_read (buf, len, off, err);
+  ex = nbdkit_extents_new (off, end);
+  if (!ex)
+    return plain_read (buf, len, off, err);
+  plugin_call_begin ();
+  r = rep.ctx->extents (rep.ctx, len, off, 0, ex, &e);
+  plugin_call_end ();
+  if (r == -1) {
+    nbdkit_extents_free (ex);
+    return plain_read (buf, len, off, err);
+  }
+  for (size_t i = 0; i < nbdkit_extents_count (ex) && pos < end; ++i) {
+    struct nbdkit_extent x = nbdkit_get_extent (ex, i);
+    uint64_t a = x.offset > pos ? x.offset : pos;
+    uint64_t b = x.offset + x.length < end ? x.offset + x.length : end;
+
+    if (a > pos && plain_read ((char *) buf + (pos - off), a - pos, pos,
+                               err) == -1)
+      goto fail;
+    if (b <= a)
+      continue;
+    if (x.type & NBDKIT_EXTENT_ZERO)
+      memset ((char *) buf + (a - off), 0, b - a);
+    else if (plain_read ((char *) buf + (a - off), b - a, a, err) == -1)
+      goto fail;
+    pos = b;
+  }
+  nbdkit_extents_free (ex);
+  /* Whatever the extents did not cover. */
+  return pos < end ? plain_read ((char *) buf + (pos - off), end - pos, pos,
+                                 err) : 0;
+
+ fail:
+  nbdkit_extents_free (ex);
+  return -1;
+}
