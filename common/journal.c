@@ -677,8 +677,8 @@ entry_valid (const struct jentry *e)
       return false;
     break;
   case RLOG_OP_FLUSH:
-    return e->length == 0 && e->offset == 0 &&
-      !(e->flags & ~RLOG_FLAG_SYNC_END);
+    return e->length == 0 && !(e->flags & ~RLOG_FLAG_SYNC_END) &&
+      (e->offset == 0 || (e->flags & RLOG_FLAG_SYNC_END));
   default:
     return false;
   }

@@ -120,8 +120,32 @@ link_promote_check (unsigned role, bool outdated, bool resyncing, bool force)
 bool
 link_may_ack (const struct link *l, uint64_t seq)
 {
-  return l->state == LINK_STANDALONE || l->mode == LINK_ASYNC ||
-    l->degraded || seq <= l->acked_seq;
+  if (l->state == LINK_STANDALONE || l->mode == LINK_ASYNC || l->degraded)
+    return true;
+  if (l->hold && seq > l->hold_from && seq <= l->hold_to)
+    return false;
+  return seq <= l->acked_seq;
+}
+
+void
+link_hold_acks (struct link *l, uint64_t from, uint64_t to)
+{
+  if (to <= from)
+    return;
+  if (l->hold && l->hold_from < from)
+    from = l->hold_from;          /* an earlier hold still stands */
+  l->hold = true;
+  l->hold_from = from;
+  l->hold_to = to > l->hold_to ? to : l->hold_to;
+}
+
+unsigned
+link_release_hold (struct link *l)
+{
+  if (!l->hold)
+    return 0;
+  l->hold = false;
+  return LINK_ACT_RELEASE_WRITES;
 }
 
 static unsigned
@@ -240,7 +264,7 @@ on_ack (struct link *l, const struct link_event *ev)
       l->waiting_since_ms = ev->now_ms ? ev->now_ms : 1;
     act |= LINK_ACT_RELEASE_WRITES;     /* some of them */
   }
-  if ((l->degraded || l->peer_outdated) &&
+  if ((l->degraded || l->peer_outdated) && !l->hold &&
       l->acked_seq >= ev->local.head_seq) {
     l->degraded = false;
     l->peer_outdated = false;

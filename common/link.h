@@ -134,6 +134,12 @@ struct link {
   uint64_t waiting_since_ms;     /* oldest sync write waiting, or 0 */
   uint64_t waiting_seq;          /* the highest seq a sync write awaits */
   enum link_verdict verdict;     /* of the last handshake */
+  /* Seqs in (hold_from, hold_to] reach the peer only through a sync
+   * pass (the dirty bitmap covers them, their records were not
+   * shipped): in sync mode their writes wait for the pass's end.
+   */
+  bool hold;
+  uint64_t hold_from, hold_to;
   /* Of the last LINK_ACT_RESYNC: */
   bool sync_full;                /* send every block, no checksums */
   bool sync_stage;               /* ask the peer to keep its image */
@@ -152,6 +158,13 @@ extern unsigned link_step (struct link *l, const struct link_event *ev);
  * once the peer acknowledged it.
  */
 extern bool link_may_ack (const struct link *l, uint64_t seq);
+
+/* Shipping resumes after to although the peer holds only from: hold
+ * the acknowledgement of the seqs between until link_release_hold (the
+ * pass's end).  Returns the actions (none).
+ */
+extern void link_hold_acks (struct link *l, uint64_t from, uint64_t to);
+extern unsigned link_release_hold (struct link *l);
 
 /* May this node be promoted to primary?  NULL if so, else why not. */
 extern const char *link_promote_check (unsigned role, bool outdated,

@@ -292,9 +292,11 @@ rlog_rec_decode_hdr (const void *hdr, size_t len, uint32_t max_rec,
     break;
   case RLOG_OP_FLUSH:
   case RLOG_OP_WRAP:
+    /* A SYNC_END flush names its pass by the pass's base seq, in offset. */
     if ((r->flags & ~RLOG_FLAG_SYNC_END) != 0 ||
         (r->op == RLOG_OP_WRAP && r->flags != 0) ||
-        r->payload_len != 0 || r->length != 0 || r->offset != 0)
+        r->payload_len != 0 || r->length != 0 ||
+        (r->offset != 0 && !(r->flags & RLOG_FLAG_SYNC_END)))
       return RLOG_EINVAL;
     break;
   default:

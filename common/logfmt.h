@@ -94,7 +94,10 @@ enum rlog_op {
                                    * already; see plugin/sync.c) */
 #define RLOG_FLAG_SYNC_END  0x8   /* flush: a sync or resync pass ended
                                    * here: a secondary holding everything
-                                   * up to this record is consistent */
+                                   * up to this record is consistent;
+                                   * offset = the pass's base seq (the
+                                   * CONTROL RESYNC's), so an older
+                                   * pass's end record ends nothing */
 
 struct rlog_sb {
   uint32_t version;

@@ -279,7 +279,7 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
                 r.seq, r.epoch, prev_seq, prev_epoch);
       return WIRE_EINVAL;
     }
-    if (r.offset + r.length > backing_size) {
+    if (r.op != RLOG_OP_FLUSH && r.offset + r.length > backing_size) {
       snprintf (why, whylen, "record seq %" PRIu64 " lies beyond the end "
                 "of the disk", r.seq);
       return WIRE_EINVAL;

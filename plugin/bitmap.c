@@ -202,9 +202,11 @@ bitmap_end (void)
   nbdkit_debug ("replica: dirty bitmap cleared");
 }
 
+/* At nbdkit's exit, after the last checkpoint (which flushed it). */
 void
 bitmap_stop (void)
 {
+  __atomic_store_n (&tracking, false, __ATOMIC_RELEASE);
   if (map_ready)
     dmap_free (&map);
   map_ready = false;

@@ -51,6 +51,24 @@ rangelock_acquire (struct rangelock *rl, struct range *r,
   pthread_mutex_unlock (&rl->lock);
 }
 
+bool
+rangelock_try_acquire (struct rangelock *rl, struct range *r,
+                       uint64_t offset, uint64_t count)
+{
+  bool ok;
+
+  r->start = offset;
+  r->end = offset + (count ? count : 1);
+  pthread_mutex_lock (&rl->lock);
+  ok = !overlaps_held (rl, r);
+  if (ok) {
+    r->next = rl->held;
+    rl->held = r;
+  }
+  pthread_mutex_unlock (&rl->lock);
+  return ok;
+}
+
 void
 rangelock_release (struct rangelock *rl, struct range *r)
 {

@@ -11,6 +11,7 @@
 #define REPLICA_RANGELOCK_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <pthread.h>
 
 struct range {
@@ -28,6 +29,9 @@ struct rangelock {
 extern void rangelock_init (struct rangelock *rl);
 extern void rangelock_acquire (struct rangelock *rl, struct range *r,
                                uint64_t offset, uint64_t count);
+/* Acquire only if nobody holds an overlapping range; false otherwise. */
+extern bool rangelock_try_acquire (struct rangelock *rl, struct range *r,
+                                   uint64_t offset, uint64_t count);
 extern void rangelock_release (struct rangelock *rl, struct range *r);
 
 #endif /* REPLICA_RANGELOCK_H */

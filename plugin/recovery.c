@@ -27,7 +27,8 @@ apply_record (struct replica *r, const struct rlog_rec *rec,
 {
   int err = 0, ret;
 
-  if (rec->offset + rec->length > r->log->sb.backing_size) {
+  if (rec->op != RLOG_OP_FLUSH &&
+      rec->offset + rec->length > r->log->sb.backing_size) {
     nbdkit_error ("replica-log: record seq %" PRIu64 " lies beyond the end "
                   "of the backing", rec->seq);
     return -1;

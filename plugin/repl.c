@@ -341,6 +341,10 @@ do_actions (unsigned act, const struct chan_msg *peer)
        * log's tail for the peer again.
        */
       if (R.unclamped) {
+        /* The writes in between reach the peer by the pass: in sync
+         * mode they are acknowledged only at its end.
+         */
+        link_hold_acks (&R.link, R.acked.seq, R.durable.seq);
         R.acked = R.durable;
         marks_acked (R.acked.seq);
         R.unclamped = false;
@@ -352,7 +356,7 @@ do_actions (unsigned act, const struct chan_msg *peer)
       if (act & LINK_ACT_RESYNC) {
         R.bitmap_resume = R.link.sync_bitmap;
         sync_start_pass (R.link.sync_initial, R.link.sync_full,
-                         R.link.sync_bitmap, R.link.sync_why);
+                         R.link.sync_bitmap, R.acked.seq, R.link.sync_why);
       }
     }
     else {
@@ -446,6 +450,7 @@ on_ack (const struct chan_msg *m)
     bitmap_end ();
     R.bitmap_resume = false;
     R.bm_span = false;
+    do_actions (link_release_hold (&R.link), NULL);
   }
   do_actions (step (LINK_EV_ACK, R.acked.seq, NULL), NULL);
 }
@@ -711,7 +716,6 @@ repl_stop (void)
     close (R.fd);
   R.fd = -1;
   pthread_mutex_unlock (&R.lock);
-  bitmap_stop ();
 }
 
 /* Has the client of this request's connection gone away (or nbdkit
@@ -900,6 +904,7 @@ repl_kick_acked (void)
     bitmap_end ();
     R.bitmap_resume = false;
     R.bm_span = false;
+    do_actions (link_release_hold (&R.link), NULL);
   }
   pthread_mutex_unlock (&R.lock);
 }

@@ -106,7 +106,7 @@ struct chan_msg;
 extern int sync_start (void);
 extern void sync_stop (void);
 extern void sync_start_pass (bool initial, bool full, bool bitmap,
-                             const char *why);
+                             uint64_t base, const char *why);
 extern void sync_link_lost (void);
 extern bool sync_acked (uint64_t seq);
 extern void sync_sums (const struct chan_msg *m);

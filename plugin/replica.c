@@ -402,6 +402,7 @@ replica_cleanup (nbdkit_backend *backend)
     if (rep.state != VOL_FAILED && lsn != rep.log->sb.checkpoint_lsn)
       checkpoint_now (&rep, seq, epoch, lsn);
   }
+  bitmap_stop ();               /* after the last checkpoint's flush */
   if (rep.ctx) {
     rep.ctx->finalize (rep.ctx);
     nbdkit_next_context_close (rep.ctx);

@@ -45,6 +45,9 @@ static struct {
                                      * or staged (a staged resync) */
   bool staging;                     /* records are journaled, applied
                                      * only at the resync's end */
+  bool resyncing;                   /* a CONTROL RESYNC began a pass, */
+  uint64_t resync_base;             /* ... from this base: only its own
+                                     * SYNC_END ends it */
   uint64_t staged_records;
   bool quiesced;                    /* promoted: no more batches */
   unsigned sessions;                /* authenticated replication conns */
@@ -273,15 +276,23 @@ resync_begin (const struct wire_control *ctl, int *err)
   bool stage = false;
   int ferr, r;
 
+  /* Wait for the queued records first, without ckpt_lock: a unit still
+   * queued may need a checkpoint to free log space.  Then again under
+   * it (a batch of an older connection may have queued meanwhile).
+   */
+  pthread_mutex_lock (&S.lock);
+  wait_committed ();
+  pthread_mutex_unlock (&S.lock);
   pthread_mutex_lock (&rep.ckpt_lock);
   pthread_mutex_lock (&S.lock);
-  if (S.quiesced || !wait_committed ()) {
+  if (S.quiesced || S.done_seq != S.enq_seq || rep.state == VOL_FAILED) {
     bool promoted = S.quiesced;
     pthread_mutex_unlock (&S.lock);
     pthread_mutex_unlock (&rep.ckpt_lock);
     return refuse (err, promoted ? EPERM : EIO, "resync refused: %s",
                    promoted ? "this node was promoted"
-                   : "earlier records could not be applied");
+                   : "records of an older connection are still being "
+                   "applied (the primary retries)");
   }
   head = journal_head_lsn (&rep.journal);
   r = conns_flush (rep.ctx, rep.all_conns, &ferr);
@@ -312,6 +323,8 @@ resync_begin (const struct wire_control *ctl, int *err)
   }
   S.staging = stage;
   S.staged_records = 0;
+  S.resyncing = true;
+  S.resync_base = ctl->seq;
   pthread_mutex_unlock (&S.lock);
   pthread_mutex_unlock (&rep.ckpt_lock);
   nbdkit_debug ("replica: resync from the primary's seq %" PRIu64 " starts "
@@ -344,9 +357,10 @@ apply_staged (uint64_t upto)
   sb.checkpoint_epoch = sb.stage_epoch;
   r = rlog_sb_write_locked (rep.log, &sb);
   pthread_mutex_unlock (&rep.log->sb_lock);
-  pthread_mutex_lock (&S.lock);
-  S.staging = false;
-  pthread_mutex_unlock (&S.lock);
+  /* S.staging stays set until the records are applied: it holds the
+   * checkpoint at the stage's start (secondary_clamp_checkpoint), and
+   * their space in the ring, meanwhile.
+   */
   pthread_mutex_unlock (&rep.ckpt_lock);
   if (r == -1 || rlog_scan_init_at (&scan, rep.log, sb.checkpoint_lsn,
                                     sb.stage_seq, sb.stage_epoch) == -1) {
@@ -371,6 +385,7 @@ apply_staged (uint64_t upto)
   pthread_mutex_lock (&S.lock);
   S.applied_seq = upto;
   S.applied_epoch = rec.epoch;
+  S.staging = false;            /* the checkpoint may pass them now */
   pthread_mutex_unlock (&S.lock);
   nbdkit_debug ("replica: applied the staged resync up to seq %" PRIu64,
                 upto);
@@ -396,20 +411,31 @@ resync_end (uint64_t seq)
                   "%m");
     return 1;
   }
+  pthread_mutex_lock (&S.lock);
+  S.resyncing = false;
+  pthread_mutex_unlock (&S.lock);
   nbdkit_debug ("replica: resync complete at the primary's seq %" PRIu64
                 ": this secondary is consistent", seq);
   return 0;
 }
 
-/* The seq of a SYNC_END record in the unit, or 0. */
+/* The seq of the current pass's SYNC_END record in the unit, or 0.
+ * An older pass's end record (shipped again after a reconnect, from a
+ * base before it) names another base: it ends nothing.
+ */
 static uint64_t
 unit_end (const struct junit *u)
 {
-  for (size_t i = 0; i < u->n; ++i)
+  uint64_t end = 0;
+
+  pthread_mutex_lock (&S.lock);
+  for (size_t i = 0; i < u->n && S.resyncing; ++i)
     if (u->entries[i].op == RLOG_OP_FLUSH &&
-        (u->entries[i].flags & RLOG_FLAG_SYNC_END))
-      return u->entries[i].seq;
-  return 0;
+        (u->entries[i].flags & RLOG_FLAG_SYNC_END) &&
+        u->entries[i].offset == S.resync_base)
+      end = u->entries[i].seq;
+  pthread_mutex_unlock (&S.lock);
+  return end;
 }
 
 /* Staged: the unit is durable; it is applied at the resync's end. */

@@ -45,6 +45,7 @@ NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
 #define MAX_RANGES       64           /* verify ranges kept for status */
 #define WINDOW_IDLE      (64u << 20)  /* unacknowledged sync bytes, */
 #define WINDOW_BUSY      (4u << 20)   /* ... clients quiet or writing */
+#define PENDING_MAX      (rep.log->sb.ring_size / 8) /* our runs in flight */
 
 enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
 
@@ -80,6 +81,7 @@ static struct {
   bool want;                    /* a pass is requested for gen */
   enum phase want_phase;
   bool want_full, want_repair, want_bitmap;
+  uint64_t want_base;           /* the pass's base seq (CONTROL RESYNC) */
   enum phase phase;             /* the pass running or awaiting its ack */
   uint64_t end_seq;             /* its SYNC_END record, once appended */
   struct sums_req req[3];       /* sums asked for ahead (0, 1) and
@@ -297,7 +299,7 @@ struct run {
  * disk holds the data already: nothing is applied here.
  */
 static int
-resend_run (struct run *run, uint64_t off, uint32_t len)
+resend_run (struct run *run, uint64_t off, uint32_t len, bool *busy)
 {
   struct range range;
   uint32_t bs = 1u << block_shift ();
@@ -305,12 +307,22 @@ resend_run (struct run *run, uint64_t off, uint32_t len)
   int r = 0;
 
   memset (run, 0, sizeof *run);
+  /* Never wait for a range lock while our own queued runs are in
+   * flight: they hold the checkpoint, which the lock's holder (a
+   * client write waiting for log space) may need.  The caller
+   * completes them and asks again.
+   */
+  if (busy) {
+    if (!rangelock_try_acquire (&rep.ranges, &range, off, len)) {
+      *busy = true;
+      return 0;
+    }
+  }
+  else
+    rangelock_acquire (&rep.ranges, &range, off, len);
   run->buf = malloc (len);
   run->ents = calloc (maxe, sizeof *run->ents);
-  if (!run->buf || !run->ents)
-    return -1;
-  rangelock_acquire (&rep.ranges, &range, off, len);
-  if (read_volume (run->buf, len, off) == -1)
+  if (!run->buf || !run->ents || read_volume (run->buf, len, off) == -1)
     r = -1;
   else {
     run->u.entries = run->ents;
@@ -405,6 +417,7 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
 {
   struct run *runs = calloc (nblocks, sizeof *runs);
   size_t nr = 0;
+  uint64_t pending = 0;
   int ret = 0;
 
   if (!runs)
@@ -423,12 +436,38 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
       len += block_len (off, i++);
     if (throttle (gen, t0, runs, &nr) == -1)
       ret = -1;
+    if (nr == 0)
+      pending = 0;                      /* throttle completed them */
     pthread_mutex_lock (&Y.lock);
     if (aborted (gen))
       ret = -1;
     pthread_mutex_unlock (&Y.lock);
-    if (ret == 0 && resend_run (&runs[nr++], start, len) == -1)
-      ret = -1;
+    /* At most PENDING_MAX bytes of runs in flight: queued units beyond
+     * what the log can take would wait for space that only their own
+     * completion frees.
+     */
+    if (ret == 0 && pending + len > PENDING_MAX) {
+      if (finish_runs (runs, nr) == -1)
+        ret = -1;
+      nr = 0;
+      pending = 0;
+    }
+    if (ret == 0) {
+      bool busy = false;
+
+      if (resend_run (&runs[nr], start, len, nr > 0 ? &busy : NULL) == -1)
+        ret = -1;
+      else if (busy) {
+        if (finish_runs (runs, nr) == -1)
+          ret = -1;
+        nr = 0;
+        pending = 0;
+        if (ret == 0 && resend_run (&runs[nr], start, len, NULL) == -1)
+          ret = -1;
+      }
+      nr++;
+      pending += len;
+    }
     if (ret == 0) {
       pthread_mutex_lock (&Y.lock);
       Y.sent += len;
@@ -648,9 +687,10 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
 
 /* The end of a pass: a SYNC_END record after every block re-logged. */
 static int
-append_end (uint64_t *seq)
+append_end (uint64_t base, uint64_t *seq)
 {
-  struct jentry e = { .op = RLOG_OP_FLUSH, .flags = RLOG_FLAG_SYNC_END };
+  struct jentry e = { .op = RLOG_OP_FLUSH, .flags = RLOG_FLAG_SYNC_END,
+                      .offset = base };
   struct junit u = { .entries = &e, .n = 1 };
 
   if (journal_append (&rep.journal, &u) == -1)
@@ -661,7 +701,8 @@ append_end (uint64_t *seq)
 }
 
 static void
-run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
+run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
+          uint64_t gen)
 {
   uint64_t end_seq = 0;
   int r;
@@ -671,7 +712,7 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
                   full ? "every block" : "block sums",
                   bitmap ? ", the dirty bitmap's chunks" : "");
   r = walk (ph, full, bitmap, repair, gen);
-  if (r == 0 && ph != PH_VERIFY && append_end (&end_seq) == -1)
+  if (r == 0 && ph != PH_VERIFY && append_end (base, &end_seq) == -1)
     r = -1;
   pthread_mutex_lock (&Y.lock);
   if (ph == PH_VERIFY && Y.gen != gen) {
@@ -717,7 +758,7 @@ sync_thread (void *arg)
   while (!Y.stopping) {
     enum phase ph;
     bool full, repair, bitmap;
-    uint64_t gen;
+    uint64_t gen, base;
 
     if (!Y.want) {
       ywait_ms (1000);
@@ -728,9 +769,10 @@ sync_thread (void *arg)
     full = Y.want_full;
     repair = Y.want_repair;
     bitmap = Y.want_bitmap;
+    base = Y.want_base;
     gen = Y.gen;
     pthread_mutex_unlock (&Y.lock);
-    run_pass (ph, full, bitmap, repair, gen);
+    run_pass (ph, full, bitmap, repair, base, gen);
     pthread_mutex_lock (&Y.lock);
   }
   pthread_mutex_unlock (&Y.lock);
@@ -740,9 +782,11 @@ sync_thread (void *arg)
 /* ---- the link's side (repl.c, its lock held) ---- */
 
 void
-sync_start_pass (bool initial, bool full, bool bitmap, const char *why)
+sync_start_pass (bool initial, bool full, bool bitmap, uint64_t base,
+                 const char *why)
 {
   pthread_mutex_lock (&Y.lock);
+  Y.want_base = base;
   Y.gen++;
   Y.want = true;
   Y.want_phase = initial ? PH_INITIAL : PH_RESYNC;

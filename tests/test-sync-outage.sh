@@ -8,7 +8,7 @@
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires /usr/bin/python3 -c 'import nbd'
-make_tmpdir; [ -n "$KEEP" ] && cleanup_fn "cp -r $TMPD /tmp/keep-outage"
+make_tmpdir
 make_psk
 size=256M
 truncate -s $size "$TMPD/pri.img" "$TMPD/sec.img"
@@ -91,4 +91,30 @@ for round in plain kill; do
     "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
     same_volumes
 done
+
+# The bitmap survives an orderly restart of the primary (nbdkit must
+# stop cleanly with it on, the last checkpoint flushing it) and still
+# drives the resync.
+kill -9 $SEC_PID
+wait $SEC_PID 2>/dev/null || true
+rm -f "$TMPD/written"
+start_writer
+for i in $(seq 1 600); do
+    [ "$(written)" -ge $((64 << 20)) ] && break
+    sleep 0.1
+done
+stop_writer
+wait_field "$TMPD/pri.ctl" bitmap tracking
+dirty=$(status_field "$TMPD/pri.ctl" bitmap_dirty_bytes)
+NBDKIT_PID=$PRI_PID
+kill -TERM $PRI_PID
+wait $PRI_PID || fail "the primary did not exit cleanly with the bitmap on"
+start_primary "$TMPD/pri.img" async
+[ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] ||
+    fail "the bitmap was lost by a restart"
+[ "$(status_field "$TMPD/pri.ctl" bitmap_dirty_bytes)" -ge "$dirty" ] ||
+    fail "the restarted bitmap marks less than before"
+start_secondary "$TMPD/sec.img"
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+same_volumes
 echo "$0: ok"

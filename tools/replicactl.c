@@ -374,8 +374,16 @@ cmd_wait_synced (int argc, char **argv)
      */
     bool syncing = phase && (strcmp (phase, "initial-sync") == 0 ||
                              strcmp (phase, "resync") == 0);
+    /* Nor is it while the dirty bitmap holds blocks it lacks, or before
+     * the link is up (after a restart the acked point is only what the
+     * log last knew).
+     */
+    const char *bitmap = field_str (o, "bitmap");
+    bool synced = acked >= target && !syncing && link &&
+      strcmp (link, "replicating") == 0 &&
+      (!bitmap || strcmp (bitmap, "off") == 0);
 
-    if (acked >= target && !syncing) {
+    if (synced) {
       progress_clear ();
       printf ("synced: the peer holds every record up to seq %" PRIu64 "\n",
               target);

@@ -444,6 +444,35 @@ START_TEST (test_set_mode)
 }
 END_TEST
 
+/* Writes whose records the peer gets only through a sync pass wait,
+ * in sync mode, for the pass's end, whatever is acknowledged after.
+ */
+START_TEST (test_hold_until_pass_end)
+{
+  struct link l;
+  struct link_event e;
+
+  connect_link (&l, LINK_SYNC, LINK_SYNC_DEGRADE);
+  link_hold_acks (&l, 90, 120);
+  e = ev (LINK_EV_ACK, 10);
+  e.seq = 130;
+  e.local.head_seq = 130;
+  link_step (&l, &e);
+  ck_assert (link_may_ack (&l, 90));
+  ck_assert (!link_may_ack (&l, 91));
+  ck_assert (!link_may_ack (&l, 120));
+  ck_assert (link_may_ack (&l, 121));
+  ck_assert (link_may_ack (&l, 130));
+  ck_assert_uint_eq (link_release_hold (&l), LINK_ACT_RELEASE_WRITES);
+  ck_assert (link_may_ack (&l, 100));
+  ck_assert_uint_eq (link_release_hold (&l), 0);
+  /* Async mode never holds. */
+  connect_link (&l, LINK_ASYNC, LINK_SYNC_DEGRADE);
+  link_hold_acks (&l, 90, 120);
+  ck_assert (link_may_ack (&l, 100));
+}
+END_TEST
+
 START_TEST (test_promote_check)
 {
   ck_assert_ptr_null (link_promote_check (RLOG_ROLE_SECONDARY, false, false,
@@ -481,6 +510,7 @@ link_suite (void)
   tcase_add_test (tc, test_adopt_with_initial_sync);
   tcase_add_test (tc, test_diverged_peer_is_resynced);
   tcase_add_test (tc, test_bitmap_resync);
+  tcase_add_test (tc, test_hold_until_pass_end);
   tcase_add_test (tc, test_sync_waits_for_peer_ack);
   tcase_add_test (tc, test_sync_degrades_after_timeout);
   tcase_add_test (tc, test_sync_progress_restarts_timeout);
