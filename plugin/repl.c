@@ -874,12 +874,12 @@ repl_sums_request (uint64_t off, uint32_t nblocks, unsigned shift,
 }
 
 uint64_t
-repl_lag_bytes (void)
+repl_acked_seq (void)
 {
   uint64_t r;
 
   pthread_mutex_lock (&R.lock);
-  r = R.written.lsn - R.acked.lsn;
+  r = R.acked.seq;
   pthread_mutex_unlock (&R.lock);
   return r;
 }

@@ -96,7 +96,7 @@ extern void repl_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
 /* For the sync engine (repl.c). */
 extern int repl_sums_request (uint64_t off, uint32_t nblocks, unsigned shift,
                               uint64_t id);
-extern uint64_t repl_lag_bytes (void);
+extern uint64_t repl_acked_seq (void);
 extern bool repl_shipping (void);
 extern void repl_kick_acked (void);
 extern int repl_wait_peer_caught_up (unsigned timeout_s);

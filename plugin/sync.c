@@ -44,7 +44,8 @@ NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
 #define RUN_MAX          RLOG_MAX_PAYLOAD /* bytes re-logged per record */
 #define MAX_RANGES       64           /* verify ranges kept for status */
 #define WINDOW_IDLE      (64u << 20)  /* unacknowledged sync bytes, */
-#define WINDOW_BUSY      (4u << 20)   /* ... clients quiet or writing */
+#define WINDOW_BUSY      (64u << 10)  /* ... clients quiet or writing
+                                       * (then also the largest run) */
 #define PENDING_MAX      (rep.log->sb.ring_size / 8) /* our runs in flight */
 
 enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
@@ -98,6 +99,12 @@ static struct {
   uint64_t vblocks;
   struct vrange vr[MAX_RANGES];
   size_t nvr;
+  /* Our records not yet acknowledged by the peer (their last seq and
+   * bytes, in seq order), for the window: the clients' own backlog
+   * must not hold the pass back.
+   */
+  struct { uint64_t seq, bytes; } ours[64];
+  size_t nours;
   /* Client activity (sync_client_write), for yielding. */
   uint64_t client_writes, seen_writes, busy_until_ns;
 } Y = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
@@ -334,6 +341,39 @@ resend_run (struct run *run, uint64_t off, uint32_t len, bool *busy)
   return r;
 }
 
+/* Our re-logged bytes not yet acknowledged (the window). */
+static void
+ours_push (uint64_t seq, uint64_t bytes)
+{
+  pthread_mutex_lock (&Y.lock);
+  if (Y.nours == sizeof Y.ours / sizeof Y.ours[0]) {
+    /* Full: fold the oldest two (the later seq covers both). */
+    Y.ours[1].bytes += Y.ours[0].bytes;
+    memmove (&Y.ours[0], &Y.ours[1], (Y.nours - 1) * sizeof Y.ours[0]);
+    Y.nours--;
+  }
+  Y.ours[Y.nours].seq = seq;
+  Y.ours[Y.nours++].bytes = bytes;
+  pthread_mutex_unlock (&Y.lock);
+}
+
+static uint64_t
+ours_inflight (uint64_t acked)
+{
+  uint64_t n = 0;
+  size_t i = 0;
+
+  pthread_mutex_lock (&Y.lock);
+  while (i < Y.nours && Y.ours[i].seq <= acked)
+    i++;
+  memmove (&Y.ours[0], &Y.ours[i], (Y.nours - i) * sizeof Y.ours[0]);
+  Y.nours -= i;
+  for (i = 0; i < Y.nours; ++i)
+    n += Y.ours[i].bytes;
+  pthread_mutex_unlock (&Y.lock);
+  return n;
+}
+
 /* Wait for the queued runs, then free them.  Returns 0 or -1. */
 static int
 finish_runs (struct run *runs, size_t n)
@@ -344,9 +384,17 @@ finish_runs (struct run *runs, size_t n)
     if (runs[i].queued) {
       if (journal_wait (&rep.journal, &runs[i].u) == -1)
         ret = -1;
-      else
-        for (size_t k = 0; k < runs[i].u.n; ++k)
-          journal_complete (&rep.journal, &runs[i].u.entries[k]);
+      else {
+        struct junit *u = &runs[i].u;
+        uint64_t bytes = 0;
+
+        for (size_t k = 0; k < u->n; ++k) {
+          journal_complete (&rep.journal, &u->entries[k]);
+          bytes += u->entries[k].op == RLOG_OP_WRITE
+            ? u->entries[k].length : 0;
+        }
+        ours_push (u->entries[u->n - 1].rec.seq, bytes);
+      }
     }
     free (runs[i].buf);
     free (runs[i].ents);
@@ -359,50 +407,72 @@ finish_runs (struct run *runs, size_t n)
  * queue behind much of ours), at most half the ring, and at most
  * replica-resync-rate bytes per second.
  */
-/* May the next run be re-logged now?  (See throttle.) */
+/* Has a client written in the last 200 ms? */
 static bool
-may_send (uint64_t gen, uint64_t t0, bool *busy, bool *stop)
+clients_busy (void)
 {
-  uint64_t t = now_ns (), half = rep.log->sb.ring_size / 2, sent;
+  uint64_t t = now_ns ();
+  bool busy;
 
   pthread_mutex_lock (&Y.lock);
   if (Y.client_writes != Y.seen_writes) {
     Y.seen_writes = Y.client_writes;
-    Y.busy_until_ns = t + 200000000;    /* 200 ms */
+    Y.busy_until_ns = t + 200000000;
   }
-  *busy = t < Y.busy_until_ns;
+  busy = t < Y.busy_until_ns;
+  pthread_mutex_unlock (&Y.lock);
+  return busy;
+}
+
+/* May a run of len bytes be re-logged now, with pending bytes of runs
+ * queued and not yet completed?  (See throttle.)
+ */
+static bool
+may_send (uint64_t gen, uint64_t t0, uint64_t pending, uint32_t len,
+          bool *busy, bool *stop)
+{
+  uint64_t t = now_ns (), half = rep.log->sb.ring_size / 2, sent, inflight;
+
+  *busy = clients_busy ();
+  pthread_mutex_lock (&Y.lock);
   *stop = aborted (gen);
   sent = Y.sent;
   pthread_mutex_unlock (&Y.lock);
-  /* (repl_lag_bytes takes repl.c's lock: never with ours) */
-  return *stop ||
-    (repl_lag_bytes () <= (*busy ? WINDOW_BUSY : WINDOW_IDLE) &&
-     journal_used_bytes (&rep.journal) <= half &&
-     (repl_cfg.resync_rate == 0 ||
-      sent * 1e9 / (t - t0 + 1) <= repl_cfg.resync_rate));
+  if (*stop)
+    return true;
+  /* (repl_acked_seq takes repl.c's lock: never with ours) */
+  inflight = ours_inflight (repl_acked_seq ()) + pending;
+  return (inflight == 0 ||
+          inflight + len <= (*busy ? WINDOW_BUSY : WINDOW_IDLE)) &&
+    journal_used_bytes (&rep.journal) <= half &&
+    (repl_cfg.resync_rate == 0 ||
+     sent * 1e9 / (t - t0 + 1) <= repl_cfg.resync_rate);
 }
 
-/* Clients first: the sync keeps at most a window of unacknowledged
- * bytes in the log (small while clients write, so their records never
- * queue behind much of ours), at most half the ring, and at most
+/* Clients first: the sync keeps at most a window of bytes in flight
+ * (unacknowledged in the log, or queued to it), small while clients
+ * write (and its runs small then too), so that a client's record never
+ * queues behind much of ours; at most half the ring; at most
  * replica-resync-rate bytes per second.  Before waiting, the runs
- * queued so far are completed (*pending): while in flight they hold
- * the checkpoint, hence the log space waited for.
+ * queued so far are completed (*nr, *pending): while in flight they
+ * hold the checkpoint, hence the log space waited for.
  */
 static int
-throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *pending)
+throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *nr,
+          uint64_t *pending, uint32_t len)
 {
   bool busy, stop;
   int ret = 0;
 
-  if (may_send (gen, t0, &busy, &stop))
+  if (may_send (gen, t0, *pending, len, &busy, &stop))
     return 0;
-  if (finish_runs (runs, *pending) == -1)
+  if (finish_runs (runs, *nr) == -1)
     ret = -1;
+  *nr = 0;
   *pending = 0;
-  while (ret == 0 && !may_send (gen, t0, &busy, &stop)) {
+  while (ret == 0 && !may_send (gen, t0, 0, len, &busy, &stop)) {
     pthread_mutex_lock (&Y.lock);
-    ywait_ms (busy ? 5 : 2);
+    ywait_ms (busy ? 1 : 2);
     pthread_mutex_unlock (&Y.lock);
   }
   return ret;
@@ -418,6 +488,7 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
   struct run *runs = calloc (nblocks, sizeof *runs);
   size_t nr = 0;
   uint64_t pending = 0;
+  uint32_t run_max;
   int ret = 0;
 
   if (!runs)
@@ -431,13 +502,15 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
       continue;
     }
     start = off + ((uint64_t) i << block_shift ());
-    /* (blocks are at most RUN_MAX: replica-sync-block-size <= 1M) */
-    while (i < nblocks && diff[i] && len + block_len (off, i) <= RUN_MAX)
+    /* Small runs while clients write; at least one block (blocks are
+     * at most RUN_MAX: replica-sync-block-size <= 1M).
+     */
+    run_max = clients_busy () ? WINDOW_BUSY : RUN_MAX;
+    do
       len += block_len (off, i++);
-    if (throttle (gen, t0, runs, &nr) == -1)
+    while (i < nblocks && diff[i] && len + block_len (off, i) <= run_max);
+    if (throttle (gen, t0, runs, &nr, &pending, len) == -1)
       ret = -1;
-    if (nr == 0)
-      pending = 0;                      /* throttle completed them */
     pthread_mutex_lock (&Y.lock);
     if (aborted (gen))
       ret = -1;
@@ -795,6 +868,7 @@ sync_start_pass (bool initial, bool full, bool bitmap, uint64_t base,
   Y.want_bitmap = bitmap;
   Y.phase = Y.want_phase;
   Y.end_seq = 0;
+  Y.nours = 0;
   Y.total = bitmap ? dirty_chunk_bytes () : rep.log->sb.backing_size;
   Y.done = Y.sent = Y.differing = 0;
   Y.t_start_ns = now_ns ();
