@@ -43,30 +43,6 @@ set_why (char *why, size_t whylen, const char *fmt, ...)
   va_end (ap);
 }
 
-/* pread all of n bytes; 0, or -1 with errno (EIO on a short file). */
-static int
-full_pread (int fd, void *buf, size_t n, uint64_t off)
-{
-  char *p = buf;
-
-  while (n > 0) {
-    ssize_t r = pread (fd, p, n, off);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    if (r == 0) {
-      errno = EIO;
-      return -1;
-    }
-    p += r;
-    n -= r;
-    off += r;
-  }
-  return 0;
-}
-
 /* Grains (bits) of bit page p: 32704, or fewer in the last page. */
 static uint32_t
 page_nbits (const struct dirtymap *m, uint32_t p)
@@ -500,7 +476,7 @@ dmap_load (struct dirtymap *m, unsigned *bad_pages, char *why, size_t whylen)
   set_why (why, whylen, "%s", "");
 
   pthread_mutex_lock (&m->flush_lock);
-  if (full_pread (m->fd, h, DMAP_PAGE_SIZE, m->area_off) == -1) {
+  if (rlog_full_pread (m->fd, h, DMAP_PAGE_SIZE, m->area_off) == -1) {
     int saved = errno;
     set_why (why, whylen, "cannot read bitmap header: %s", strerror (errno));
     pthread_mutex_unlock (&m->flush_lock);
@@ -520,7 +496,7 @@ dmap_load (struct dirtymap *m, unsigned *bad_pages, char *why, size_t whylen)
     char reason[128];
 
     m->inflight[p] = 1;
-    if (full_pread (m->fd, pg, DMAP_PAGE_SIZE,
+    if (rlog_full_pread (m->fd, pg, DMAP_PAGE_SIZE,
                     m->area_off + (uint64_t) (p + 1) * DMAP_PAGE_SIZE) == -1)
       snprintf (reason, sizeof reason, "read error: %s", strerror (errno));
     else if (get_le32 (pg + P_CRC) != rlog_crc32c (0, pg, P_CRC))

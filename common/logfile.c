@@ -46,8 +46,8 @@ rlog_full_pwrite (int fd, const void *buf, size_t n, off_t off)
   return 0;
 }
 
-static int
-full_pread (int fd, void *buf, size_t n, off_t off)
+int
+rlog_full_pread (int fd, void *buf, size_t n, off_t off)
 {
   char *p = buf;
 
@@ -222,7 +222,7 @@ rlog_open (const char *path, int lock, int readonly, char *err)
     errno = EINVAL;
     goto fail1;
   }
-  if (full_pread (log->fd, slots, 2 * RLOG_SB_SLOT_SIZE, 0) == -1) {
+  if (rlog_full_pread (log->fd, slots, 2 * RLOG_SB_SLOT_SIZE, 0) == -1) {
     snprintf (err, RLOG_ERRLEN, "cannot read %s: %m", path);
     goto fail1;
   }
@@ -281,7 +281,7 @@ rlog_sb_reload (struct rlog *log, char *err)
     snprintf (err, RLOG_ERRLEN, "malloc: %m");
     return -1;
   }
-  if (full_pread (log->sb_fd, slots, 2 * RLOG_SB_SLOT_SIZE, 0) == -1)
+  if (rlog_full_pread (log->sb_fd, slots, 2 * RLOG_SB_SLOT_SIZE, 0) == -1)
     snprintf (err, RLOG_ERRLEN, "cannot read %s: %m", log->path);
   else if ((slot = rlog_sb_choose (slots, slots + RLOG_SB_SLOT_SIZE, &sb,
                                    &e0, &e1)) == -1)
@@ -437,7 +437,7 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
       return 0;
     if (s->lsn - s->start_lsn >= sb->ring_size)
       return scan_stop (s, RLOG_STOP_FULL, "scanned the whole ring");
-    if (full_pread (s->log->fd, s->buf, RLOG_REC_HDR_SIZE, off) == -1)
+    if (rlog_full_pread (s->log->fd, s->buf, RLOG_REC_HDR_SIZE, off) == -1)
       return scan_stop (s, RLOG_STOP_IOERR, "read at lsn %" PRIu64 ": %m",
                         s->lsn);
     e = rlog_rec_decode_hdr (s->buf, RLOG_REC_HDR_SIZE, RLOG_MAX_REC_SIZE, rec);
@@ -451,8 +451,8 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
       return scan_stop (s, RLOG_STOP_CORRUPT, "record at lsn %" PRIu64
                         " crosses the end of the ring", s->lsn);
     if (rec->payload_len > 0 &&
-        full_pread (s->log->fd, s->buf + RLOG_REC_HDR_SIZE, rec->payload_len,
-                    off + RLOG_REC_HDR_SIZE) == -1)
+        rlog_full_pread (s->log->fd, s->buf + RLOG_REC_HDR_SIZE,
+                         rec->payload_len, off + RLOG_REC_HDR_SIZE) == -1)
       return scan_stop (s, RLOG_STOP_IOERR, "read at lsn %" PRIu64 ": %m",
                         s->lsn);
     if (!rlog_rec_verify (s->buf, s->buf + RLOG_REC_HDR_SIZE,

@@ -103,5 +103,7 @@ extern const char *rlog_stop_name (enum rlog_stop s);
 extern uint64_t rlog_now_ns (void);
 /* pwrite all of buf (retrying short writes and EINTR); 0 or -1. */
 extern int rlog_full_pwrite (int fd, const void *buf, size_t n, off_t off);
+/* pread all of n bytes; 0, or -1 with errno (EIO on a short file). */
+extern int rlog_full_pread (int fd, void *buf, size_t n, off_t off);
 
 #endif /* REPLICA_LOGFILE_H */
