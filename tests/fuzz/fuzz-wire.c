@@ -24,8 +24,14 @@ check_record (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
 {
   const struct wire_batch *b = opaque;
 
+  /* (a SYNC_END flush carries its pass's base seq in offset, not a
+   * place on the disk)
+   */
   if (r->seq <= last_seq || r->seq > b->last_seq ||
-      r->op == RLOG_OP_WRAP || r->offset + r->length > (1ULL << 40))
+      r->op == RLOG_OP_WRAP ||
+      (r->op != RLOG_OP_FLUSH && r->offset + r->length > (1ULL << 40)) ||
+      (r->op == RLOG_OP_FLUSH && r->offset != 0 &&
+       !(r->flags & RLOG_FLAG_SYNC_END)))
     abort ();
   last_seq = r->seq;
   seen++;
