@@ -964,14 +964,16 @@ secondary_quiesce (void)
 void
 secondary_status (json_object *o)
 {
+  uint32_t flags;
+
+  /* The superblock's flags first: promote takes S.lock under sb_lock. */
+  pthread_mutex_lock (&rep.log->sb_lock);
+  flags = rep.log->sb.flags;
+  pthread_mutex_unlock (&rep.log->sb_lock);
   pthread_mutex_lock (&S.lock);
   json_object_object_add (o, "link", json_object_new_string
                           (S.sessions ? "replicating" : "waiting"));
   {
-    uint32_t flags;
-    pthread_mutex_lock (&rep.log->sb_lock);
-    flags = rep.log->sb.flags;
-    pthread_mutex_unlock (&rep.log->sb_lock);
     bool inconsistent = S.staging || (flags & RLOG_SB_INCONSISTENT);
     json_object_object_add (o, "resync", json_object_new_string
                             (!(flags & RLOG_SB_RESYNC) ? "none"
