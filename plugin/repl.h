@@ -110,7 +110,6 @@ extern void sync_start_pass (bool initial, bool full, bool bitmap,
 extern void sync_link_lost (void);
 extern bool sync_acked (uint64_t seq);
 extern void sync_sums (const struct chan_msg *m);
-extern bool sync_busy (void);
 extern void sync_client_write (void);
 extern int sync_verify (bool repair, const char **why);
 extern void sync_status (json_object *o);

@@ -923,17 +923,6 @@ sync_acked (uint64_t seq)
   return ended;
 }
 
-bool
-sync_busy (void)
-{
-  bool r;
-
-  pthread_mutex_lock (&Y.lock);
-  r = Y.phase != PH_NONE;
-  pthread_mutex_unlock (&Y.lock);
-  return r;
-}
-
 /* A client write was journaled (the data path; lock-free counter). */
 void
 sync_client_write (void)
