@@ -22,7 +22,7 @@
 
 /* Header layout (offsets in bytes). */
 enum {
-  H_MAGIC = 0, H_VERSION = 8, H_ENCSIZE = 12, H_SHIFT = 16, H_RESERVED = 20,
+  H_MAGIC = 0, H_VERSION = 8, H_ENCSIZE = 12, H_SHIFT = 16, H_SPAN = 20,
   H_NBITS = 24, H_BASE_SEQ = 32, H_BASE_EPOCH = 40, H_GENERATION = 48,
   H_ZERO = 56, H_CRC = DMAP_HDR_ENCODED_SIZE - 4,
 };
@@ -302,6 +302,27 @@ dmap_get_base (struct dirtymap *m, uint64_t *seq, uint64_t *epoch)
 }
 
 void
+dmap_set_span (struct dirtymap *m, uint32_t span)
+{
+  pthread_mutex_lock (&m->lock);
+  if (m->span != span)
+    m->header_dirty = true;
+  m->span = span;
+  pthread_mutex_unlock (&m->lock);
+}
+
+uint32_t
+dmap_get_span (struct dirtymap *m)
+{
+  uint32_t span;
+
+  pthread_mutex_lock (&m->lock);
+  span = m->span;
+  pthread_mutex_unlock (&m->lock);
+  return span;
+}
+
+void
 dmap_clear (struct dirtymap *m)
 {
   pthread_mutex_lock (&m->lock);
@@ -322,7 +343,7 @@ encode_header (const struct dirtymap *m, uint8_t *h, uint64_t seq,
   put_le32 (h + H_VERSION, DMAP_VERSION);
   put_le32 (h + H_ENCSIZE, DMAP_HDR_ENCODED_SIZE);
   put_le32 (h + H_SHIFT, m->grain_shift);
-  put_le32 (h + H_RESERVED, 0);
+  put_le32 (h + H_SPAN, m->span);
   put_le64 (h + H_NBITS, m->nbits);
   put_le64 (h + H_BASE_SEQ, seq);
   put_le64 (h + H_BASE_EPOCH, epoch);
@@ -448,7 +469,7 @@ check_header (const struct dirtymap *m, const uint8_t *h,
     set_why (why, whylen, "bitmap header checksum mismatch");
     return -1;
   }
-  if (get_le32 (h + H_RESERVED) != 0 || get_le32 (h + H_ZERO) != 0) {
+  if (get_le32 (h + H_ZERO) != 0) {
     set_why (why, whylen, "bitmap header: nonzero reserved field");
     return -1;
   }
@@ -537,6 +558,7 @@ dmap_load (struct dirtymap *m, unsigned *bad_pages, char *why, size_t whylen)
   m->nset = nset;
   m->base_seq = get_le64 (h + H_BASE_SEQ);
   m->base_epoch = get_le64 (h + H_BASE_EPOCH);
+  m->span = get_le32 (h + H_SPAN);
   m->generation = get_le64 (h + H_GENERATION);
   m->header_dirty = nbad > 0;
   m->flushed = true;

@@ -18,7 +18,10 @@
  *     8  version                 u32 = DMAP_VERSION (1)
  *    12  encoded size            u32 = DMAP_HDR_ENCODED_SIZE (64)
  *    16  grain_shift             u32 (a grain is 2^grain_shift bytes)
- *    20  reserved                u32 = 0
+ *    20  span                    u32: the records after base_seq up
+ *                                to base_seq + span all carry
+ *                                base_epoch and were the primary's
+ *                                own (dmap_set_span); 0 if unknown
  *    24  nbits                   u64 (grains in the volume)
  *    32  base_seq                u64 \ what dmap_set_base recorded: the
  *    40  base_epoch              u64 / log position the map covers
@@ -109,6 +112,7 @@ struct dirtymap {
   uint64_t nset;              /* (L) bits set */
   uint64_t base_seq;          /* (L) */
   uint64_t base_epoch;        /* (L) */
+  uint32_t span;              /* (L) */
   uint64_t generation;        /* (L) of the last header written/read */
   bool header_dirty;          /* (L) base changed since flushed */
   bool flushed;               /* (L) disk matches memory except dirty pages */
@@ -142,6 +146,12 @@ extern uint64_t dmap_dirty_bytes (struct dirtymap *m);
  */
 extern void dmap_set_base (struct dirtymap *m, uint64_t seq, uint64_t epoch);
 extern void dmap_get_base (struct dirtymap *m, uint64_t *seq, uint64_t *epoch);
+/* Record how many seqs after the base the caller knows to be its own,
+ * in the base's epoch (in memory; written by dmap_flush).  A map
+ * starts with span 0.
+ */
+extern void dmap_set_span (struct dirtymap *m, uint32_t span);
+extern uint32_t dmap_get_span (struct dirtymap *m);
 
 /* Write every page changed since the last flush, fdatasync, write the
  * header, fdatasync (fd): durable on return 0; -1 with errno (the

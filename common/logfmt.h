@@ -76,6 +76,12 @@ enum rlog_role {
                                  * peer may lack; the log no longer
                                  * holds every record after the acked
                                  * point (plugin/bitmap.c) */
+#define RLOG_SB_REPLICATED 0x80 /* primary: a peer has been shipped
+                                 * records of this volume: a start
+                                 * without a peer tracks its writes in
+                                 * the dirty bitmap (standalone
+                                 * tracking), so that the peer's return
+                                 * resyncs only the blocks written */
 #define RLOG_SECRET_SIZE   32
 
 enum rlog_op {

@@ -142,12 +142,16 @@ bitmap_begin_tracking (void)
   return 0;
 }
 
-/* Mark the records after (seq, epoch, lsn) up to seq upto, which the
- * log still holds, make the bitmap durable, then the superblock flag.
+/* Mark the records after (seq, epoch, lsn) up to seq upto (of epoch
+ * upto_epoch), which the log still holds, make the bitmap durable with
+ * its base (seq, epoch) and span, then the superblock flag.  The span
+ * says which peers the bitmap serves (bitmap_knows_peer): the records
+ * up to upto were ours, all of one epoch if upto_epoch is the base's.
  * Returns 0, or -1: the records may not be freed.
  */
 int
-bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto)
+bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto,
+              uint64_t upto_epoch, const char *why)
 {
   struct rlog_scan scan;
   struct rlog_rec rec = { 0 };
@@ -173,15 +177,39 @@ bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto)
     rlog_scan_free (&scan);
   }
   dmap_set_base (&map, seq, epoch);
+  dmap_set_span (&map, upto_epoch == epoch && upto >= seq &&
+                 upto - seq <= UINT32_MAX ? (uint32_t) (upto - seq) : 0);
   if (dmap_flush (&map) == -1 || set_sb_flag (true) == -1) {
     nbdkit_error ("replica: dirty bitmap: writing it: %m");
     return -1;
   }
-  nbdkit_error ("replica: the peer is away and the log is nearly full: "
-                "writes are tracked in the dirty bitmap from seq %" PRIu64
-                " (%" PRIu64 " records marked); the peer will get a resync "
-                "of those blocks", seq, n);
+  nbdkit_error ("replica: %s: writes are tracked in the dirty bitmap from "
+                "seq %" PRIu64 " (%" PRIu64 " records marked); the peer will "
+                "get a resync of those blocks", why, seq, n);
   return 0;
+}
+
+/* Does the bitmap describe what a peer holding (seq, epoch) lacks?
+ * Every record after its base was marked before the log freed it, and
+ * the records up to base + span, all of the base's epoch, were ours: a
+ * peer holding one of them with that epoch is a prefix of our history
+ * (seqs are never reused).  Valid only with RLOG_SB_BITMAP, which is
+ * set once the base, the span and the marks are durable.
+ */
+bool
+bitmap_knows_peer (uint64_t seq, uint64_t epoch)
+{
+  uint64_t bseq, bepoch;
+  bool based;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  based = rep.log->sb.flags & RLOG_SB_BITMAP;
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (!bitmap_tracking () || !based)
+    return false;
+  dmap_get_base (&map, &bseq, &bepoch);
+  return epoch == bepoch && seq >= bseq &&
+    seq - bseq <= dmap_get_span (&map);
 }
 
 /* A pass ended (the peer acknowledged its end record): everything the

@@ -43,8 +43,10 @@ apply_record (struct replica *r, const struct rlog_rec *rec,
   return ret;
 }
 
-/* A primary with a peer keeps its checkpoint (the peer may need the
- * records after it), and new records go on the next 4 KiB boundary
+/* A primary with a peer, or tracking for one (standalone: the replayed
+ * records are freed only by a checkpoint that flushed the dirty bitmap
+ * first), keeps its checkpoint (the peer may need the records after
+ * it), and new records go on the next 4 KiB boundary
  * after the last valid one.  Between them lie the bytes where the scan
  * stopped (a torn or stale record): a scan from the checkpoint must be
  * able to pass them, or every record written from now on would be
@@ -121,7 +123,7 @@ replica_recover (struct replica *r)
     last_rec = rec;
     last_lsn = scan.lsn - rec.rec_size;
     last_pcrc = rlog_payload_crc (payload, rec.payload_len);
-    if (r->role == RLOG_ROLE_PRIMARY && repl_active ())
+    if (r->role == RLOG_ROLE_PRIMARY)
       repl_recovered (rec.seq, rec.epoch, scan.lsn, rec.offset, rec.length);
   }
   if (scan.stop == RLOG_STOP_IOERR) {
@@ -162,7 +164,7 @@ replica_recover (struct replica *r)
   r->recovered_seq = last_seq;
   r->recovered_epoch = last_epoch;
   r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
-  keep = r->role == RLOG_ROLE_PRIMARY && repl_active ();
+  keep = r->role == RLOG_ROLE_PRIMARY && repl_keeps_tail ();
   if (keep && r->recovered_lsn != scan.lsn && scan.records > 0 &&
       bridge_gap (r, &last_rec, last_lsn, last_pcrc,
                   r->recovered_lsn - scan.lsn) == -1)

@@ -59,10 +59,6 @@ static struct {
                                  * next handshake (frames are ordered) */
   bool bitmap_resume;           /* the last pass started was a bitmap
                                  * pass (link_local.bitmap_resume) */
-  struct point bm_from, bm_to;  /* bitmap entry: the acked and durable
-                                 * points; the records between were ours
-                                 * (scanned into it) */
-  bool bm_span;                 /* bm_from, bm_to are valid */
   bool unclamped;               /* the dirty bitmap covers what the peer
                                  * lacks: checkpoints ignore the acked
                                  * point (bitmap.c) */
@@ -101,6 +97,23 @@ now_ms (void)
  * standalone primary until restarted with a peer.
  */
 static bool configured;
+
+/* A primary started without a peer, whose volume a peer has held
+ * (RLOG_SB_REPLICATED): its writes are tracked in the dirty bitmap, so
+ * that the peer, back at a later start, gets a resync of the blocks
+ * written meanwhile instead of the whole volume (standalone tracking).
+ */
+static bool standalone_track;
+
+/* Does the log keep the records after the checkpoint until the link
+ * (or the dirty bitmap) lets them go: a primary with a peer, or one
+ * tracking for it?
+ */
+bool
+repl_keeps_tail (void)
+{
+  return configured || standalone_track;
+}
 
 bool
 repl_active (void)
@@ -294,6 +307,25 @@ log_reason (void)
     nbdkit_debug ("replica: link %s", link_state_name (R.link.state));
 }
 
+/* Set or clear a primary's superblock flag, durably (R.lock held; the
+ * superblock lock nests inside it).
+ */
+static int
+persist_sb_flag (uint32_t bit, bool on)
+{
+  struct rlog_sb sb;
+  int r = 0;
+
+  pthread_mutex_lock (&rep.log->sb_lock);
+  sb = rep.log->sb;
+  if (!!(sb.flags & bit) != on) {
+    sb.flags ^= bit;
+    r = rlog_sb_write_locked (rep.log, &sb);
+  }
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  return r;
+}
+
 /* The primary's superblock remembers that the peer is outdated, from
  * before the first degraded write is released until the peer has
  * recorded that it is up to date again (RLOG_SB_PEER_OUTDATED).
@@ -301,17 +333,7 @@ log_reason (void)
 static void
 persist_peer_outdated (bool outdated)
 {
-  struct rlog_sb sb;
-  int r = 0;
-
-  pthread_mutex_lock (&rep.log->sb_lock);
-  sb = rep.log->sb;
-  if (!!(sb.flags & RLOG_SB_PEER_OUTDATED) != outdated) {
-    sb.flags ^= RLOG_SB_PEER_OUTDATED;
-    r = rlog_sb_write_locked (rep.log, &sb);
-  }
-  pthread_mutex_unlock (&rep.log->sb_lock);
-  if (r == -1)
+  if (persist_sb_flag (RLOG_SB_PEER_OUTDATED, outdated) == -1)
     nbdkit_error ("replica: recording that the peer is %s failed: %m",
                   outdated ? "outdated" : "up to date");
 }
@@ -331,6 +353,12 @@ do_actions (unsigned act, const struct chan_msg *peer)
     send_frame (CHAN_CONNECT, R.acked.seq, R.acked.epoch, R.acked.lsn,
                 R.unclamped ? CHAN_CONNECT_NOSCAN : 0, NULL);
   if ((act & LINK_ACT_SHIP) && peer) {
+    /* From now on a start without the peer tracks its writes for it
+     * (standalone tracking).  Not fatal: that start would then give
+     * the peer a full checksum resync instead.
+     */
+    if (persist_sb_flag (RLOG_SB_REPLICATED, true) == -1)
+      nbdkit_error ("replica: recording that the volume is replicated: %m");
     if (act & (LINK_ACT_ADOPT | LINK_ACT_RESYNC)) {
       /* From the acked point: our log holds everything after it.  A
        * resync tells the peer to continue from there, whatever it
@@ -421,16 +449,18 @@ on_peer (const struct chan_msg *m)
   p.seq_known = flags & CHAN_PEER_KNOWN;
   p.behind = flags & CHAN_PEER_BEHIND;
   p.needs_resync = flags & CHAN_PEER_RESYNC;
-  /* The bitmap took over with records in flight: a peer that holds
-   * some of them (its acknowledgements were lost with the link) is
-   * still a prefix of ours, though the log no longer says so.  Seqs
-   * are never reused, and between the two points our records all have
-   * the one epoch if the points do.
+  /* The bitmap's base and span (bitmap_knows_peer): a peer that holds
+   * some of the records in flight when the bitmap took over (their
+   * acknowledgements lost with the link), or exactly the base after a
+   * restart or a standalone run (the log may no longer reach back to
+   * it: the replicator then says BEHIND), lacks only what the bitmap
+   * marks.
    */
-  if (R.unclamped && R.bm_span && !p.seq_known && !p.behind &&
-      R.bm_from.epoch == R.bm_to.epoch && m->b == R.bm_from.epoch &&
-      m->a >= R.bm_from.seq && m->a <= R.bm_to.seq)
+  if (R.unclamped && !p.seq_known && !p.needs_resync &&
+      bitmap_knows_peer (m->a, m->b)) {
     p.seq_known = true;
+    p.behind = false;
+  }
   R.peer_durable = m->a;
   R.handshakes++;
   R.ack_fence = false;
@@ -449,7 +479,6 @@ on_ack (const struct chan_msg *m)
   if (sync_acked (R.acked.seq)) {
     bitmap_end ();
     R.bitmap_resume = false;
-    R.bm_span = false;
     do_actions (link_release_hold (&R.link), NULL);
   }
   do_actions (step (LINK_EV_ACK, R.acked.seq, NULL), NULL);
@@ -643,10 +672,35 @@ repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn)
     R.link.peer_outdated = true;
     R.link.tell_outdated = true;
   }
+  standalone_track = rep.role == RLOG_ROLE_PRIMARY && !configured &&
+    (rep.log->sb.flags & RLOG_SB_REPLICATED);
   /* The log was freed past the acked point: the bitmap covers it. */
-  if (configured && bitmap_start () == -1)
+  if ((configured || standalone_track) && bitmap_start () == -1)
+    return -1;
+  /* Standalone: the records replayed are marked too (repl_recovered). */
+  if (standalone_track && bitmap_begin_tracking () == -1)
     return -1;
   R.unclamped = bitmap_tracking ();
+  return 0;
+}
+
+/* After recovery, before any checkpoint: a standalone primary that was
+ * not tracking yet makes the bitmap durable with its base at the
+ * checkpoint of this start (what the peer holds at least: a primary
+ * with a peer never checkpoints past the peer's acknowledgement), the
+ * records after it marked by the replay.  From then on checkpoints
+ * flush the bitmap before they free records (checkpoint_now), and a
+ * peer back at the base gets a resync of the marked blocks only.
+ */
+int
+repl_standalone_begin (void)
+{
+  if (!standalone_track || (rep.log->sb.flags & RLOG_SB_BITMAP))
+    return 0;
+  if (bitmap_cover (R.acked.seq, R.acked.epoch, R.acked.lsn,
+                    rep.recovered_seq, rep.recovered_epoch,
+                    "this primary runs without its peer") == -1)
+    return -1;
   return 0;
 }
 
@@ -655,6 +709,8 @@ repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
                 uint64_t offset, uint32_t length)
 {
   bitmap_mark (offset, length);
+  if (!configured)
+    return;
   pthread_mutex_lock (&R.lock);
   mark_push (seq, lsn_end, 1);
   R.written = R.durable = R.sent = (struct point) { seq, epoch, lsn_end };
@@ -818,13 +874,11 @@ enter_bitmap (void)
   a = R.acked;
   d = R.durable;
   pthread_mutex_unlock (&R.lock);
-  if (bitmap_cover (a.seq, a.epoch, a.lsn, d.seq) == -1)
+  if (bitmap_cover (a.seq, a.epoch, a.lsn, d.seq, d.epoch,
+                    "the peer is away and the log is nearly full") == -1)
     return;                     /* tracking, but still clamped */
   pthread_mutex_lock (&R.lock);
   R.unclamped = true;
-  R.bm_from = a;
-  R.bm_to = d;
-  R.bm_span = true;
   pthread_mutex_unlock (&R.lock);
 }
 
@@ -903,7 +957,6 @@ repl_kick_acked (void)
   if (sync_acked (R.acked.seq)) {
     bitmap_end ();
     R.bitmap_resume = false;
-    R.bm_span = false;
     do_actions (link_release_hold (&R.link), NULL);
   }
   pthread_mutex_unlock (&R.lock);

@@ -68,9 +68,14 @@ extern int repl_config_complete (unsigned role_key);
  * acknowledgement.
  */
 extern bool repl_active (void);
+extern bool repl_keeps_tail (void);
 
 /* Before recovery: the peer holds everything up to the checkpoint. */
 extern int repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn);
+/* After recovery: a primary without a peer whose volume has been
+ * replicated tracks its writes in the dirty bitmap from here.
+ */
+extern int repl_standalone_begin (void);
 /* Recovery replayed a record the peer may not have. */
 extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
                             uint64_t offset, uint32_t length);
@@ -152,8 +157,10 @@ extern bool bitmap_any (uint64_t off, uint64_t len);
 extern uint64_t bitmap_dirty_bytes (void);
 extern int bitmap_flush (void);
 extern int bitmap_begin_tracking (void);
+extern bool bitmap_knows_peer (uint64_t seq, uint64_t epoch);
 extern int bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn,
-                         uint64_t upto);
+                         uint64_t upto, uint64_t upto_epoch,
+                         const char *why);
 extern void bitmap_end (void);
 
 /* volread.c: read the volume, zeroing what the plugin says reads as

@@ -301,9 +301,10 @@ start_journal (void)
     journal_follow (&rep.journal, rep.recovered_epoch);
     secondary_init (rep.recovered_seq, rep.recovered_epoch);
   }
-  else if (repl_active ()) {
+  else if (repl_keeps_tail ()) {
     journal_keep_tail (&rep.journal, rep.log->sb.checkpoint_lsn);
-    rep.journal.notify = repl_journal_notify;
+    if (repl_active ())
+      rep.journal.notify = repl_journal_notify;
   }
   return 0;
 }
@@ -367,7 +368,7 @@ replica_after_fork (nbdkit_backend *backend)
   /* Status is served during a long replay already (state recovering). */
   if (control_start (&rep) == -1 || replica_recover (&rep) == -1)
     return -1;
-  if (start_journal () == -1)
+  if (repl_standalone_begin () == -1 || start_journal () == -1)
     return -1;
   __atomic_store_n (&rep.journal_up, true, __ATOMIC_RELEASE);
   __atomic_store_n (&rep.state, VOL_STANDALONE, __ATOMIC_RELEASE);
@@ -773,7 +774,8 @@ replica_promote (struct replica *r, bool force, const char **why)
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   sb.role = RLOG_ROLE_PRIMARY;
-  sb.flags &= ~RLOG_SB_OUTDATED;
+  /* A primary's flags left by an older demote mean nothing here. */
+  sb.flags &= ~(RLOG_SB_OUTDATED | RLOG_SB_BITMAP | RLOG_SB_REPLICATED);
   rolled_back = secondary_promote_fixup (&sb);
   sb.epoch++;                   /* our own records from now on */
   ret = rlog_sb_write_locked (r->log, &sb);

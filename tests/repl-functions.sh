@@ -91,3 +91,36 @@ same_volumes ()
         fail "the secondary's volume differs from the primary's"
     rm -f "$TMPD/pri.copy" "$TMPD/sec.copy"
 }
+
+# start_writer: random 64 KiB writes to the primary into the first 64 MiB
+# (4 sync chunks) until stop_writer; written: the bytes written so far.
+# Sets WRITER_PID.
+start_writer ()
+{
+    /usr/bin/python3 - "$(pri_uri)" "$TMPD/stop" "$TMPD/written" <<'PY' &
+import nbd, os, random, sys, time
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+n = 0
+rnd = random.Random(7)
+while not os.path.exists(sys.argv[2]):
+    off = rnd.randrange(0, 1024) * 65536
+    h.pwrite(os.urandom(65536), off)
+    n += 1
+    if n % 64 == 0:
+        with open(sys.argv[3] + ".tmp", "w") as f:
+            f.write(str(n * 65536))
+        os.rename(sys.argv[3] + ".tmp", sys.argv[3])
+h.flush()
+h.shutdown()
+PY
+    WRITER_PID=$!
+    register_pid $WRITER_PID
+}
+stop_writer ()
+{
+    touch "$TMPD/stop"
+    wait $WRITER_PID || fail "the writer failed"
+    rm -f "$TMPD/stop"
+}
+written () { cat "$TMPD/written" 2>/dev/null || echo 0; }

@@ -14,37 +14,6 @@ size=256M
 truncate -s $size "$TMPD/pri.img" "$TMPD/sec.img"
 export LOG_SIZE=16M
 
-# writer SECONDS_OR_STOPFILE: random 64 KiB writes into the first 64 MiB
-# (4 of the 16 sync chunks) until the stop file exists.
-start_writer ()
-{
-    /usr/bin/python3 - "$(pri_uri)" "$TMPD/stop" "$TMPD/written" <<'PY' &
-import nbd, os, random, sys, time
-h = nbd.NBD()
-h.connect_uri(sys.argv[1])
-n = 0
-rnd = random.Random(7)
-while not os.path.exists(sys.argv[2]):
-    off = rnd.randrange(0, 1024) * 65536
-    h.pwrite(os.urandom(65536), off)
-    n += 1
-    if n % 64 == 0:
-        with open(sys.argv[3] + ".tmp", "w") as f:
-            f.write(str(n * 65536))
-        os.rename(sys.argv[3] + ".tmp", sys.argv[3])
-h.flush()
-h.shutdown()
-PY
-    WRITER_PID=$!
-    register_pid $WRITER_PID
-}
-stop_writer ()
-{
-    touch "$TMPD/stop"
-    wait $WRITER_PID || fail "the writer failed"
-    rm -f "$TMPD/stop"
-}
-written () { cat "$TMPD/written" 2>/dev/null || echo 0; }
 
 start_secondary "$TMPD/sec.img"
 start_primary "$TMPD/pri.img" async
@@ -94,7 +63,7 @@ done
 
 # The bitmap survives an orderly restart of the primary (nbdkit must
 # stop cleanly with it on, the last checkpoint flushing it) and still
-# drives the resync.
+# drives the resync: of its blocks only.
 kill -9 $SEC_PID
 wait $SEC_PID 2>/dev/null || true
 rm -f "$TMPD/written"
@@ -116,5 +85,11 @@ start_primary "$TMPD/pri.img" async
     fail "the restarted bitmap marks less than before"
 start_secondary "$TMPD/sec.img"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+# The bitmap's base and span outlive the restart: the peer (a prefix
+# of the records the log freed) gets the bitmap's blocks, not a full
+# comparison.
+total=$(status_field "$TMPD/pri.ctl" sync_total_bytes)
+[ "$total" -le $((64 << 20)) ] ||
+    fail "after a restart the resync covered $total bytes, not the bitmap's"
 same_volumes
 echo "$0: ok"

@@ -621,6 +621,8 @@ sb_flags_str (uint32_t flags, char *buf, size_t len)
     { RLOG_SB_INCONSISTENT, "inconsistent" },
     { RLOG_SB_STAGING, "staging" },
     { RLOG_SB_RESYNC, "resync" },
+    { RLOG_SB_BITMAP, "bitmap" },
+    { RLOG_SB_REPLICATED, "replicated" },
   };
   size_t n = 0;
 
@@ -855,7 +857,11 @@ cmd_demote (int argc, char **argv)
   else {
     sb.role = RLOG_ROLE_SECONDARY;
     sb.flags |= RLOG_SB_PAIRED | RLOG_SB_RESYNC;
-    sb.flags &= ~RLOG_SB_PEER_OUTDATED;
+    /* A primary's flags: a bitmap says what a peer of ours lacks, which
+     * means nothing once we are the one to receive records.
+     */
+    sb.flags &= ~(RLOG_SB_PEER_OUTDATED | RLOG_SB_BITMAP |
+                  RLOG_SB_REPLICATED);
     if (rlog_sb_write_locked (log, &sb) == -1) {
       snprintf (err, sizeof err, "writing the superblock: %m");
       why = err;

@@ -300,6 +300,8 @@ START_TEST (test_roundtrip)
   dmap_get_base (&m, &seq, &epoch);
   ck_assert_uint_eq (seq, 1234);
   ck_assert_uint_eq (epoch, 7);
+  ck_assert_uint_eq (dmap_get_span (&m), 0);
+  dmap_set_span (&m, 56);
   ck_assert_int_eq (dmap_flush (&m), 0);
 
   /* The header is at the area's start, as documented. */
@@ -308,6 +310,7 @@ START_TEST (test_roundtrip)
   ck_assert_uint_eq (get_le32 (hdr + 8), 1);
   ck_assert_uint_eq (get_le32 (hdr + 12), 64);
   ck_assert_uint_eq (get_le32 (hdr + 16), 12);
+  ck_assert_uint_eq (get_le32 (hdr + 20), 56);      /* span */
   ck_assert_uint_eq (get_le64 (hdr + 24), GiB / G);
   ck_assert_uint_eq (get_le64 (hdr + 32), 1234);
   ck_assert_uint_eq (get_le64 (hdr + 40), 7);
@@ -321,6 +324,7 @@ START_TEST (test_roundtrip)
   dmap_get_base (&m2, &seq, &epoch);
   ck_assert_uint_eq (seq, 1234);
   ck_assert_uint_eq (epoch, 7);
+  ck_assert_uint_eq (dmap_get_span (&m2), 56);
   ck_assert_uint_eq (dmap_dirty_bytes (&m2), 6 * G);
   ck_assert (dmap_any (&m2, 0, 1));
   ck_assert (!dmap_any (&m2, G, 99 * G));
