@@ -76,7 +76,7 @@ enum {
   SB_BMOFF = 88, SB_BMSIZE = 96, SB_MAXPAYLOAD = 104,
   SB_CKPT_SEQ = 112, SB_CKPT_EPOCH = 120, SB_CKPT_LSN = 128,
   SB_EPOCH = 136, SB_SEQRES = 144, SB_SECRET = 152, SB_STAGE_SEQ = 184,
-  SB_STAGE_EPOCH = 192,
+  SB_STAGE_EPOCH = 192, SB_BITMAP_WITNESS = 200,
   SB_CRC = RLOG_SB_ENCODED_SIZE - 4,
 };
 
@@ -109,6 +109,7 @@ rlog_sb_encode (const struct rlog_sb *sb, void *slot)
   memcpy (p + SB_SECRET, sb->pair_secret, RLOG_SECRET_SIZE);
   put_le64 (p + SB_STAGE_SEQ, sb->stage_seq);
   put_le64 (p + SB_STAGE_EPOCH, sb->stage_epoch);
+  put_le64 (p + SB_BITMAP_WITNESS, sb->bitmap_witness);
   put_le32 (p + SB_CRC, rlog_crc32c (0, p, SB_CRC));
 }
 
@@ -168,6 +169,7 @@ rlog_sb_decode (const void *slot, size_t len, struct rlog_sb *sb)
   memcpy (sb->pair_secret, p + SB_SECRET, RLOG_SECRET_SIZE);
   sb->stage_seq = get_le64 (p + SB_STAGE_SEQ);
   sb->stage_epoch = get_le64 (p + SB_STAGE_EPOCH);
+  sb->bitmap_witness = get_le64 (p + SB_BITMAP_WITNESS);
   if (!rlog_sb_geometry_ok (sb))
     return RLOG_EINVAL;
   return RLOG_OK;

@@ -130,6 +130,11 @@ struct rlog_sb {
                               * secondary) */
   uint64_t stage_seq;        /* RLOG_SB_STAGING: the staged records */
   uint64_t stage_epoch;      /* follow this seq and epoch */
+  uint64_t bitmap_witness;   /* RLOG_SB_BITMAP: the bitmap's base seq
+                              * + 1, written with the flag by builds
+                              * that track through every start (a
+                              * build before it re-encodes the
+                              * superblock without it: 0); 0 otherwise */
 };
 
 struct rlog_rec {

@@ -48,16 +48,21 @@ map_setup (void)
   return 0;
 }
 
+/* RLOG_SB_BITMAP on, with the witness of the base (seq) that this
+ * build keeps the bitmap for through every start, or off.
+ */
 static int
-set_sb_flag (bool on)
+set_sb_flag (bool on, uint64_t base_seq)
 {
   struct rlog_sb sb;
+  uint64_t witness = on ? base_seq + 1 : 0;
   int r = 0;
 
   pthread_mutex_lock (&rep.log->sb_lock);
   sb = rep.log->sb;
-  if (!!(sb.flags & RLOG_SB_BITMAP) != on) {
-    sb.flags ^= RLOG_SB_BITMAP;
+  if (!!(sb.flags & RLOG_SB_BITMAP) != on || sb.bitmap_witness != witness) {
+    sb.flags = on ? sb.flags | RLOG_SB_BITMAP : sb.flags & ~RLOG_SB_BITMAP;
+    sb.bitmap_witness = witness;
     r = rlog_sb_write_locked (rep.log, &sb);
   }
   pthread_mutex_unlock (&rep.log->sb_lock);
@@ -179,7 +184,7 @@ bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto,
   dmap_set_base (&map, seq, epoch);
   dmap_set_span (&map, upto_epoch == epoch && upto >= seq &&
                  upto - seq <= UINT32_MAX ? (uint32_t) (upto - seq) : 0);
-  if (dmap_flush (&map) == -1 || set_sb_flag (true) == -1) {
+  if (dmap_flush (&map) == -1 || set_sb_flag (true, seq) == -1) {
     nbdkit_error ("replica: dirty bitmap: writing it: %m");
     return -1;
   }
@@ -193,22 +198,26 @@ bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto,
  * Every record after its base was marked before the log freed it, and
  * the records up to base + span, all of the base's epoch, were ours: a
  * peer holding one of them with that epoch is a prefix of our history
- * (seqs are never reused).  Valid only with RLOG_SB_BITMAP, which is
- * set once the base, the span and the marks are durable.
+ * (seqs are never reused).  Valid only with RLOG_SB_BITMAP, set once
+ * the base, the span and the marks are durable, and its witness: a
+ * build from before standalone tracking, started without a peer, would
+ * have freed records without marking them, and its superblock writes
+ * clear the witness.
  */
 bool
 bitmap_knows_peer (uint64_t seq, uint64_t epoch)
 {
-  uint64_t bseq, bepoch;
+  uint64_t bseq, bepoch, witness;
   bool based;
 
   pthread_mutex_lock (&rep.log->sb_lock);
   based = rep.log->sb.flags & RLOG_SB_BITMAP;
+  witness = rep.log->sb.bitmap_witness;
   pthread_mutex_unlock (&rep.log->sb_lock);
   if (!bitmap_tracking () || !based)
     return false;
   dmap_get_base (&map, &bseq, &bepoch);
-  return epoch == bepoch && seq >= bseq &&
+  return witness == bseq + 1 && epoch == bepoch && seq >= bseq &&
     seq - bseq <= dmap_get_span (&map);
 }
 
@@ -221,7 +230,7 @@ bitmap_end (void)
   if (!bitmap_tracking ())
     return;
   __atomic_store_n (&tracking, false, __ATOMIC_RELEASE);
-  if (set_sb_flag (false) == -1)
+  if (set_sb_flag (false, 0) == -1)
     nbdkit_error ("replica: clearing the dirty bitmap flag: %m");
   dmap_clear (&map);
   if (dmap_flush (&map) == -1)

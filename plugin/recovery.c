@@ -81,7 +81,7 @@ replica_recover (struct replica *r)
   struct rlog_rec rec;
   const uint8_t *payload;
   struct rlog_sb sb;
-  bool keep;
+  bool keep, moved = false;
   uint64_t last_seq, last_epoch;
   struct rlog_rec last_rec = { 0 };   /* the last record replayed, */
   uint64_t last_lsn = 0;              /* where it starts, */
@@ -178,10 +178,12 @@ replica_recover (struct replica *r)
   }
   else if (scan.records == 0) {
     /* Nothing after the checkpoint: it may move over the unreadable
-     * bytes to where new records go, naming the same record.
+     * bytes to where new records go, naming the same record (and
+     * repl.c's points with it, below: not under sb_lock, which nests
+     * inside repl.c's lock).
      */
     sb.checkpoint_lsn = r->recovered_lsn;
-    repl_base_moved (r->recovered_lsn);
+    moved = true;
   }
   sb.flags &= ~RLOG_SB_STAGING;
   sb.epoch++;
@@ -194,6 +196,8 @@ replica_recover (struct replica *r)
                   r->log_path);
     goto fail;
   }
+  if (moved)
+    repl_base_moved (r->recovered_lsn);
   rlog_scan_free (&scan);
   return 0;
 

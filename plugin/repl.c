@@ -354,8 +354,9 @@ do_actions (unsigned act, const struct chan_msg *peer)
                 R.unclamped ? CHAN_CONNECT_NOSCAN : 0, NULL);
   if ((act & LINK_ACT_SHIP) && peer) {
     /* From now on a start without the peer tracks its writes for it
-     * (standalone tracking).  Not fatal: that start would then give
-     * the peer a full checksum resync instead.
+     * (standalone tracking).  Not fatal: without the flag (and without
+     * a bitmap, which such a start keeps whole) the peer back after it
+     * is BEHIND, and gets a full checksum resync instead.
      */
     if (persist_sb_flag (RLOG_SB_REPLICATED, true) == -1)
       nbdkit_error ("replica: recording that the volume is replicated: %m");
@@ -672,8 +673,11 @@ repl_init (uint64_t seq, uint64_t epoch, uint64_t lsn)
     R.link.peer_outdated = true;
     R.link.tell_outdated = true;
   }
+  /* A bitmap on means a peer may come back to it, replicated or not
+   * (the log can fill before the first handshake): keep it whole.
+   */
   standalone_track = rep.role == RLOG_ROLE_PRIMARY && !configured &&
-    (rep.log->sb.flags & RLOG_SB_REPLICATED);
+    (rep.log->sb.flags & (RLOG_SB_REPLICATED | RLOG_SB_BITMAP));
   /* The log was freed past the acked point: the bitmap covers it. */
   if ((configured || standalone_track) && bitmap_start () == -1)
     return -1;

@@ -60,6 +60,7 @@ main (int argc, char **argv)
   bool announced = false;        /* "attached" said for this session */
   int status = EXIT_SUCCESS;
 
+  tls_prefer_aes (argv);        /* first: it may execute us again */
   options_parse (&o, argc, argv);
   set_signals ();
   memset (&r, 0, sizeof r);
@@ -70,6 +71,9 @@ main (int argc, char **argv)
        o.control, o.peer_uri, o.insecure ? ", insecure" : "",
        o.compress ? ", lz4" : "", o.bind ? ", from " : "",
        o.bind ? o.bind : "");
+  if (tls_aes_preferred ())
+    dbg ("TLS: AES-GCM preferred (CHACHA20-POLY1305 disabled: this CPU has "
+         "AES instructions and GnuTLS has no configuration here)");
 
   while (!quit) {
     struct pollfd fds[2];

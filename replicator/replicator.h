@@ -304,4 +304,8 @@ extern void session_attached (struct repl *r);
 extern void session_detach (struct repl *r);
 extern void session_tick (struct repl *r);
 
+/* tlsprefs.c: AES-GCM for the peer's TLS (may execute us again). */
+extern void tls_prefer_aes (char **argv);
+extern bool tls_aes_preferred (void);
+
 #endif /* REPLICATOR_H */
