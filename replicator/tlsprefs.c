@@ -17,13 +17,17 @@
  *
  * An administrator's choice always wins: a priority file named in the
  * environment (for example /dev/null: GnuTLS's plain defaults), or a
- * system configuration file, and we change nothing.
+ * system configuration file, and we change nothing.  Nor do we when
+ * the running image is not the program argv[0] names (started through
+ * the dynamic loader, or under valgrind).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "replicator.h"
 
@@ -42,15 +46,47 @@ cpu_has_aes (void)
 #endif
 }
 
+/* Is argv0 (a path, or a name looked up in PATH) the file we run as?
+ * Not when started through the dynamic loader or under valgrind: the
+ * running image is then another program, which must not be executed.
+ */
+static bool
+argv0_is (const char *argv0, const struct stat *self)
+{
+  const char *path = getenv ("PATH");
+  struct stat st;
+  char buf[4096];
+
+  if (strchr (argv0, '/'))
+    return stat (argv0, &st) == 0 && st.st_dev == self->st_dev &&
+      st.st_ino == self->st_ino;
+  while (path && *path) {
+    const char *end = strchr (path, ':');
+    size_t n = end ? (size_t) (end - path) : strlen (path);
+
+    if (n > 0 && snprintf (buf, sizeof buf, "%.*s/%s", (int) n, path,
+                           argv0) < (int) sizeof buf &&
+        stat (buf, &st) == 0)
+      return st.st_dev == self->st_dev && st.st_ino == self->st_ino;
+    path = end ? end + 1 : NULL;
+  }
+  return false;
+}
+
 void
 tls_prefer_aes (char **argv)
 {
+  struct stat st;
+
   char fdpath[64], self[4096];
   ssize_t n;
   int fd;
 
-  if (getenv ("GNUTLS_SYSTEM_PRIORITY_FILE") ||
-      access (GNUTLS_SYSTEM_CONFIG, F_OK) == 0 || !cpu_has_aes ())
+  /* (GnuTLS ignores the variable in a setuid or setcap process.) */
+  if (getenv ("GNUTLS_SYSTEM_PRIORITY_FILE") || getauxval (AT_SECURE) ||
+      access (GNUTLS_SYSTEM_CONFIG, F_OK) == 0 || !cpu_has_aes () ||
+      !argv[0] || stat ("/proc/self/exe", &st) == -1 ||
+      !argv0_is (argv[0], &st))
     return;
   /* Our own path, so that the process keeps its name. */
   n = readlink ("/proc/self/exe", self, sizeof self - 1);
@@ -81,5 +117,7 @@ tls_prefer_aes (char **argv)
 bool
 tls_aes_preferred (void)
 {
-  return getenv (MARK_ENV) != NULL;
+  const char *f = getenv ("GNUTLS_SYSTEM_PRIORITY_FILE");
+
+  return getenv (MARK_ENV) && f && strncmp (f, "/proc/self/fd/", 14) == 0;
 }
