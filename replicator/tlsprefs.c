@@ -77,7 +77,6 @@ void
 tls_prefer_aes (char **argv)
 {
   struct stat st;
-
   char fdpath[64], self[4096];
   ssize_t n;
   int fd;
