@@ -46,7 +46,10 @@ t=$(timed_write 4096)
     fail "peer not outdated"
 status_field "$TMPD/pri.ctl" link_error | grep -q "degraded" ||
     fail "link_error does not say degraded"
-sleep 1                         # the OUTDATED message is on its way
+# The OUTDATED message is on its way: the replicator must have written
+# it to the frozen peer's socket before it is killed (1 s was once not
+# enough on a loaded CI machine).
+sleep 3
 kill -9 "$(replicator_pid)" "$PRI_PID"
 wait "$PRI_PID" 2>/dev/null || true
 kill -CONT "$SEC_PID"
