@@ -1,0 +1,78 @@
+/* nbd-replica: the sync engine's state, shared by sync.c (the thread,
+ * the walk, verify, status) and sync-resend.c (re-logging differing
+ * blocks, and the throttle that yields to clients).  Internal to them.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ */
+#ifndef REPLICA_SYNC_INT_H
+#define REPLICA_SYNC_INT_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <pthread.h>
+
+#define MAX_RANGES       64           /* verify ranges kept for status */
+
+enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
+
+/* A request for the peer's sums of one chunk, answered by sync_sums. */
+struct sums_req {
+  uint64_t id, off;
+  uint32_t nblocks;
+  bool done;
+  int err;
+  uint8_t *sums;                /* nblocks * WIRE_SUM_SIZE */
+};
+
+struct vrange { uint64_t off, len; };
+
+struct sync_state {
+  pthread_mutex_t lock;         /* everything below */
+  pthread_cond_t cond;
+  pthread_t thread;
+  bool running, stopping;
+  uint64_t gen;                 /* bumped when a pass starts or the link
+                                 * drops: a pass of another gen aborts */
+  bool want;                    /* a pass is requested for gen */
+  enum phase want_phase;
+  bool want_full, want_repair, want_bitmap;
+  uint64_t want_base;           /* the pass's base seq (CONTROL RESYNC) */
+  enum phase phase;             /* the pass running or awaiting its ack */
+  uint64_t end_seq;             /* its SYNC_END record, once appended */
+  struct sums_req req[3];       /* sums asked for ahead (0, 1) and
+                                 * for a verify's confirmation (2) */
+  uint64_t next_id;
+  /* Progress of the current (or last) pass. */
+  uint64_t total, done, sent, differing, passes;
+  uint64_t t_start_ns, t_end_ns;
+  char why[160];
+  /* Verify. */
+  const char *vstate;           /* idle running clean mismatch repaired
+                                 * failed */
+  char verror[160];
+  uint64_t vblocks;
+  struct vrange vr[MAX_RANGES];
+  size_t nvr;
+  /* Our records not yet acknowledged by the peer (their last seq and
+   * bytes, in seq order), for the window: the clients' own backlog
+   * must not hold the pass back.
+   */
+  struct { uint64_t seq, bytes; } ours[64];
+  size_t nours;
+  /* Client activity (sync_client_write), for yielding. */
+  uint64_t client_writes, seen_writes, busy_until_ns;
+};
+extern struct sync_state Y;
+
+/* sync.c */
+extern uint64_t now_ns (void);
+extern unsigned block_shift (void);
+extern void ywait_ms (unsigned ms);             /* Y.lock held */
+extern bool aborted (uint64_t gen);             /* Y.lock held */
+extern int read_volume (void *buf, uint64_t len, uint64_t off);
+extern uint32_t block_len (uint64_t off, uint32_t i);
+
+/* sync-resend.c: re-log the blocks of a chunk where diff[i] is set. */
+extern int resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
+                         uint64_t gen, uint64_t t0);
+
+#endif /* REPLICA_SYNC_INT_H */

@@ -1,0 +1,329 @@
+/* nbd-replica: the sync engine's re-logging of differing blocks.
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * A run of differing blocks is read under its range lock and queued to
+ * our own log as records flagged RLOG_FLAG_SYNC before the lock is
+ * released (docs/design.md 21.2 argues why that is exact); the
+ * throttle keeps the pass's own bytes in flight small while clients
+ * write.  The walk that finds the blocks is sync.c's.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+
+#include <nbdkit-filter.h>
+
+#include "replica.h"
+#include "repl.h"
+#include "blocksum.h"
+#include "sync-int.h"
+
+#define RUN_MAX          RLOG_MAX_PAYLOAD /* bytes re-logged per record */
+#define WINDOW_IDLE      (64u << 20)  /* unacknowledged sync bytes, */
+#define WINDOW_BUSY      (64u << 10)  /* ... clients quiet or writing
+                                       * (then also the largest run) */
+#define PENDING_MAX      (rep.log->sb.ring_size / 8) /* our runs in flight */
+
+/* ---- re-logging blocks ---- */
+
+/* Records for [off, off + len) of buf: zero runs as one zero record
+ * (MAY_TRIM), data runs in records of at most RLOG_MAX_PAYLOAD.
+ */
+static size_t
+build_entries (const uint8_t *buf, uint64_t off, uint32_t len,
+               struct jentry *ents)
+{
+  uint32_t bs = 1u << block_shift (), pos = 0;
+  size_t n = 0;
+
+  while (pos < len) {
+    uint32_t blen = len - pos < bs ? len - pos : bs;
+    bool zero = bsum_is_zero (buf + pos, blen);
+    struct jentry *e = &ents[n];
+
+    if (n > 0 && (ents[n - 1].op == RLOG_OP_ZERO) == zero &&
+        ents[n - 1].offset + ents[n - 1].length == off + pos &&
+        (zero || ents[n - 1].length + blen <= RLOG_MAX_PAYLOAD))
+      ents[n - 1].length += blen;
+    else {
+      memset (e, 0, sizeof *e);
+      e->op = zero ? RLOG_OP_ZERO : RLOG_OP_WRITE;
+      e->flags = RLOG_FLAG_SYNC | (zero ? RLOG_FLAG_MAY_TRIM : 0);
+      e->offset = off + pos;
+      e->length = blen;
+      e->payload = zero ? NULL : buf + pos;
+      n++;
+    }
+    pos += blen;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (ents[i].op == RLOG_OP_WRITE)
+      ents[i].payload_crc = rlog_payload_crc (ents[i].payload,
+                                              ents[i].length);
+  return n;
+}
+
+/* A run being re-logged: queued, waited for at the end of the chunk. */
+struct run {
+  uint8_t *buf;
+  struct jentry *ents;
+  struct junit u;
+  bool queued;
+};
+
+/* Re-log [off, off + len) (len <= RUN_MAX): read under the range lock
+ * and queue it before releasing it, so every client write to the range
+ * is either in what we read and before our record in the log, or after
+ * both (the journal writes units in the order they were queued).  Our
+ * disk holds the data already: nothing is applied here.
+ */
+static int
+resend_run (struct run *run, uint64_t off, uint32_t len, bool *busy)
+{
+  struct range range;
+  uint32_t bs = 1u << block_shift ();
+  size_t maxe = (len + bs - 1) / bs;
+  int r = 0;
+
+  memset (run, 0, sizeof *run);
+  /* Never wait for a range lock while our own queued runs are in
+   * flight: they hold the checkpoint, which the lock's holder (a
+   * client write waiting for log space) may need.  The caller
+   * completes them and asks again.
+   */
+  if (busy) {
+    if (!rangelock_try_acquire (&rep.ranges, &range, off, len)) {
+      *busy = true;
+      return 0;
+    }
+  }
+  else
+    rangelock_acquire (&rep.ranges, &range, off, len);
+  run->buf = malloc (len);
+  run->ents = calloc (maxe, sizeof *run->ents);
+  if (!run->buf || !run->ents || read_volume (run->buf, len, off) == -1)
+    r = -1;
+  else {
+    run->u.entries = run->ents;
+    run->u.n = build_entries (run->buf, off, len, run->ents);
+    r = journal_enqueue (&rep.journal, &run->u);
+    run->queued = r == 0;
+  }
+  rangelock_release (&rep.ranges, &range);
+  return r;
+}
+
+/* Our re-logged bytes not yet acknowledged (the window). */
+static void
+ours_push (uint64_t seq, uint64_t bytes)
+{
+  pthread_mutex_lock (&Y.lock);
+  if (Y.nours == sizeof Y.ours / sizeof Y.ours[0]) {
+    /* Full: fold the oldest two (the later seq covers both). */
+    Y.ours[1].bytes += Y.ours[0].bytes;
+    memmove (&Y.ours[0], &Y.ours[1], (Y.nours - 1) * sizeof Y.ours[0]);
+    Y.nours--;
+  }
+  Y.ours[Y.nours].seq = seq;
+  Y.ours[Y.nours++].bytes = bytes;
+  pthread_mutex_unlock (&Y.lock);
+}
+
+static uint64_t
+ours_inflight (uint64_t acked)
+{
+  uint64_t n = 0;
+  size_t i = 0;
+
+  pthread_mutex_lock (&Y.lock);
+  while (i < Y.nours && Y.ours[i].seq <= acked)
+    i++;
+  memmove (&Y.ours[0], &Y.ours[i], (Y.nours - i) * sizeof Y.ours[0]);
+  Y.nours -= i;
+  for (i = 0; i < Y.nours; ++i)
+    n += Y.ours[i].bytes;
+  pthread_mutex_unlock (&Y.lock);
+  return n;
+}
+
+/* Wait for the queued runs, then free them.  Returns 0 or -1. */
+static int
+finish_runs (struct run *runs, size_t n)
+{
+  int ret = 0;
+
+  for (size_t i = 0; i < n; ++i) {
+    if (runs[i].queued) {
+      if (journal_wait (&rep.journal, &runs[i].u) == -1)
+        ret = -1;
+      else {
+        struct junit *u = &runs[i].u;
+        uint64_t bytes = 0;
+
+        for (size_t k = 0; k < u->n; ++k) {
+          journal_complete (&rep.journal, &u->entries[k]);
+          bytes += u->entries[k].op == RLOG_OP_WRITE
+            ? u->entries[k].length : 0;
+        }
+        ours_push (u->entries[u->n - 1].rec.seq, bytes);
+      }
+    }
+    free (runs[i].buf);
+    free (runs[i].ents);
+  }
+  return ret;
+}
+
+/* Clients first: the sync keeps at most a window of unacknowledged
+ * bytes in the log (small while clients write, so their records never
+ * queue behind much of ours), at most half the ring, and at most
+ * replica-resync-rate bytes per second.
+ */
+/* Has a client written in the last 200 ms? */
+static bool
+clients_busy (void)
+{
+  uint64_t t = now_ns ();
+  bool busy;
+
+  pthread_mutex_lock (&Y.lock);
+  if (Y.client_writes != Y.seen_writes) {
+    Y.seen_writes = Y.client_writes;
+    Y.busy_until_ns = t + 200000000;
+  }
+  busy = t < Y.busy_until_ns;
+  pthread_mutex_unlock (&Y.lock);
+  return busy;
+}
+
+/* May a run of len bytes be re-logged now, with pending bytes of runs
+ * queued and not yet completed?  (See throttle.)
+ */
+static bool
+may_send (uint64_t gen, uint64_t t0, uint64_t pending, uint32_t len,
+          bool *busy, bool *stop)
+{
+  uint64_t t = now_ns (), half = rep.log->sb.ring_size / 2, sent, inflight;
+
+  *busy = clients_busy ();
+  pthread_mutex_lock (&Y.lock);
+  *stop = aborted (gen);
+  sent = Y.sent;
+  pthread_mutex_unlock (&Y.lock);
+  if (*stop)
+    return true;
+  /* (repl_acked_seq takes repl.c's lock: never with ours) */
+  inflight = ours_inflight (repl_acked_seq ()) + pending;
+  return (inflight == 0 ||
+          inflight + len <= (*busy ? WINDOW_BUSY : WINDOW_IDLE)) &&
+    journal_used_bytes (&rep.journal) <= half &&
+    (repl_cfg.resync_rate == 0 ||
+     sent * 1e9 / (t - t0 + 1) <= repl_cfg.resync_rate);
+}
+
+/* Clients first: the sync keeps at most a window of bytes in flight
+ * (unacknowledged in the log, or queued to it), small while clients
+ * write (and its runs small then too), so that a client's record never
+ * queues behind much of ours; at most half the ring; at most
+ * replica-resync-rate bytes per second.  Before waiting, the runs
+ * queued so far are completed (*nr, *pending): while in flight they
+ * hold the checkpoint, hence the log space waited for.
+ */
+static int
+throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *nr,
+          uint64_t *pending, uint32_t len)
+{
+  bool busy, stop;
+  int ret = 0;
+
+  if (may_send (gen, t0, *pending, len, &busy, &stop))
+    return 0;
+  if (finish_runs (runs, *nr) == -1)
+    ret = -1;
+  *nr = 0;
+  *pending = 0;
+  while (ret == 0 && !may_send (gen, t0, 0, len, &busy, &stop)) {
+    pthread_mutex_lock (&Y.lock);
+    ywait_ms (busy ? 1 : 2);
+    pthread_mutex_unlock (&Y.lock);
+  }
+  return ret;
+}
+
+/* Re-log the differing blocks of a chunk (diff[i] for block i),
+ * contiguous blocks together.
+ */
+int
+resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
+              uint64_t gen, uint64_t t0)
+{
+  struct run *runs = calloc (nblocks, sizeof *runs);
+  size_t nr = 0;
+  uint64_t pending = 0;
+  uint32_t run_max;
+  int ret = 0;
+
+  if (!runs)
+    return -1;
+  for (uint32_t i = 0; i < nblocks && ret == 0; ) {
+    uint64_t start;
+    uint32_t len = 0;
+
+    if (!diff[i]) {
+      i++;
+      continue;
+    }
+    start = off + ((uint64_t) i << block_shift ());
+    /* Small runs while clients write; at least one block (blocks are
+     * at most RUN_MAX: replica-sync-block-size <= 1M).
+     */
+    run_max = clients_busy () ? WINDOW_BUSY : RUN_MAX;
+    do
+      len += block_len (off, i++);
+    while (i < nblocks && diff[i] && len + block_len (off, i) <= run_max);
+    if (throttle (gen, t0, runs, &nr, &pending, len) == -1)
+      ret = -1;
+    pthread_mutex_lock (&Y.lock);
+    if (aborted (gen))
+      ret = -1;
+    pthread_mutex_unlock (&Y.lock);
+    /* At most PENDING_MAX bytes of runs in flight: queued units beyond
+     * what the log can take would wait for space that only their own
+     * completion frees.
+     */
+    if (ret == 0 && pending + len > PENDING_MAX) {
+      if (finish_runs (runs, nr) == -1)
+        ret = -1;
+      nr = 0;
+      pending = 0;
+    }
+    if (ret == 0) {
+      bool busy = false;
+
+      if (resend_run (&runs[nr], start, len, nr > 0 ? &busy : NULL) == -1)
+        ret = -1;
+      else if (busy) {
+        if (finish_runs (runs, nr) == -1)
+          ret = -1;
+        nr = 0;
+        pending = 0;
+        if (ret == 0 && resend_run (&runs[nr], start, len, NULL) == -1)
+          ret = -1;
+      }
+      nr++;
+      pending += len;
+    }
+    if (ret == 0) {
+      pthread_mutex_lock (&Y.lock);
+      Y.sent += len;
+      pthread_mutex_unlock (&Y.lock);
+    }
+  }
+  if (finish_runs (runs, nr) == -1)
+    ret = -1;
+  free (runs);
+  return ret;
+}
+
