@@ -280,46 +280,30 @@ dmap_dirty_bytes (struct dirtymap *m)
 }
 
 void
-dmap_set_base (struct dirtymap *m, uint64_t seq, uint64_t epoch)
+dmap_set_base (struct dirtymap *m, uint64_t seq, uint64_t epoch,
+               uint32_t span)
 {
   pthread_mutex_lock (&m->lock);
-  if (m->base_seq != seq || m->base_epoch != epoch)
+  if (m->base_seq != seq || m->base_epoch != epoch || m->span != span)
     m->header_dirty = true;
   m->base_seq = seq;
   m->base_epoch = epoch;
+  m->span = span;
   pthread_mutex_unlock (&m->lock);
 }
 
 void
-dmap_get_base (struct dirtymap *m, uint64_t *seq, uint64_t *epoch)
+dmap_get_base (struct dirtymap *m, uint64_t *seq, uint64_t *epoch,
+               uint32_t *span)
 {
   pthread_mutex_lock (&m->lock);
   if (seq)
     *seq = m->base_seq;
   if (epoch)
     *epoch = m->base_epoch;
+  if (span)
+    *span = m->span;
   pthread_mutex_unlock (&m->lock);
-}
-
-void
-dmap_set_span (struct dirtymap *m, uint32_t span)
-{
-  pthread_mutex_lock (&m->lock);
-  if (m->span != span)
-    m->header_dirty = true;
-  m->span = span;
-  pthread_mutex_unlock (&m->lock);
-}
-
-uint32_t
-dmap_get_span (struct dirtymap *m)
-{
-  uint32_t span;
-
-  pthread_mutex_lock (&m->lock);
-  span = m->span;
-  pthread_mutex_unlock (&m->lock);
-  return span;
 }
 
 void

@@ -21,7 +21,7 @@
  *    20  span                    u32: the records after base_seq up
  *                                to base_seq + span all carry
  *                                base_epoch and were the primary's
- *                                own (dmap_set_span); 0 if unknown
+ *                                own (dmap_set_base); 0 if unknown
  *    24  nbits                   u64 (grains in the volume)
  *    32  base_seq                u64 \ what dmap_set_base recorded: the
  *    40  base_epoch              u64 / log position the map covers
@@ -141,17 +141,15 @@ extern bool dmap_any (struct dirtymap *m, uint64_t off, uint64_t len);
  */
 extern uint64_t dmap_dirty_bytes (struct dirtymap *m);
 
-/* Record base (seq, epoch) in the header (in memory; written by
- * dmap_flush).
+/* Record base (seq, epoch) in the header, with span: how many seqs
+ * after the base the caller knows to be its own, in the base's epoch
+ * (in memory; written by dmap_flush).  A map starts with (0, 0, 0).
+ * dmap_get_base's pointers may be NULL.
  */
-extern void dmap_set_base (struct dirtymap *m, uint64_t seq, uint64_t epoch);
-extern void dmap_get_base (struct dirtymap *m, uint64_t *seq, uint64_t *epoch);
-/* Record how many seqs after the base the caller knows to be its own,
- * in the base's epoch (in memory; written by dmap_flush).  A map
- * starts with span 0.
- */
-extern void dmap_set_span (struct dirtymap *m, uint32_t span);
-extern uint32_t dmap_get_span (struct dirtymap *m);
+extern void dmap_set_base (struct dirtymap *m, uint64_t seq, uint64_t epoch,
+                           uint32_t span);
+extern void dmap_get_base (struct dirtymap *m, uint64_t *seq, uint64_t *epoch,
+                           uint32_t *span);
 
 /* Write every page changed since the last flush, fdatasync, write the
  * header, fdatasync (fd): durable on return 0; -1 with errno (the

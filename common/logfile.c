@@ -335,6 +335,26 @@ rlog_sb_write_locked (struct rlog *log, struct rlog_sb *sb)
   return 0;
 }
 
+int
+rlog_sb_set_flag (struct rlog *log, uint32_t bit, bool on,
+                  const uint64_t *witness)
+{
+  struct rlog_sb sb;
+  int r = 0;
+
+  pthread_mutex_lock (&log->sb_lock);
+  sb = log->sb;
+  if (!!(sb.flags & bit) != on ||
+      (witness && sb.bitmap_witness != *witness)) {
+    sb.flags = on ? sb.flags | bit : sb.flags & ~bit;
+    if (witness)
+      sb.bitmap_witness = *witness;
+    r = rlog_sb_write_locked (log, &sb);
+  }
+  pthread_mutex_unlock (&log->sb_lock);
+  return r;
+}
+
 const char *
 rlog_stop_name (enum rlog_stop s)
 {

@@ -57,6 +57,13 @@ extern int rlog_sb_reload (struct rlog *log, char *err);
  */
 extern int rlog_sb_write_locked (struct rlog *log, struct rlog_sb *sb);
 
+/* Set (on) or clear the superblock flag bit, and with witness also
+ * bitmap_witness to *witness, in one durable superblock write under
+ * sb_lock; no write if all is so already.  0, or -1 with errno.
+ */
+extern int rlog_sb_set_flag (struct rlog *log, uint32_t bit, bool on,
+                             const uint64_t *witness);
+
 static inline uint64_t
 rlog_lsn_to_off (const struct rlog_sb *sb, uint64_t lsn)
 {

@@ -48,27 +48,6 @@ map_setup (void)
   return 0;
 }
 
-/* RLOG_SB_BITMAP on, with the witness of the base (seq) that this
- * build keeps the bitmap for through every start, or off.
- */
-static int
-set_sb_flag (bool on, uint64_t base_seq)
-{
-  struct rlog_sb sb;
-  uint64_t witness = on ? base_seq + 1 : 0;
-  int r = 0;
-
-  pthread_mutex_lock (&rep.log->sb_lock);
-  sb = rep.log->sb;
-  if (!!(sb.flags & RLOG_SB_BITMAP) != on || sb.bitmap_witness != witness) {
-    sb.flags = on ? sb.flags | RLOG_SB_BITMAP : sb.flags & ~RLOG_SB_BITMAP;
-    sb.bitmap_witness = witness;
-    r = rlog_sb_write_locked (rep.log, &sb);
-  }
-  pthread_mutex_unlock (&rep.log->sb_lock);
-  return r;
-}
-
 /* At start (before recovery): a log in bitmap mode keeps tracking.  A
  * bitmap that cannot be read makes every grain dirty.
  */
@@ -161,7 +140,7 @@ bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto,
   struct rlog_scan scan;
   struct rlog_rec rec = { 0 };
   const uint8_t *payload;
-  uint64_t n = 0;
+  uint64_t n = 0, witness;
 
   if (upto > seq) {
     if (rlog_scan_init_at (&scan, rep.log, lsn, seq, epoch) == -1)
@@ -181,10 +160,12 @@ bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn, uint64_t upto,
     }
     rlog_scan_free (&scan);
   }
-  dmap_set_base (&map, seq, epoch);
-  dmap_set_span (&map, upto_epoch == epoch && upto >= seq &&
+  dmap_set_base (&map, seq, epoch,
+                 upto_epoch == epoch && upto >= seq &&
                  upto - seq <= UINT32_MAX ? (uint32_t) (upto - seq) : 0);
-  if (dmap_flush (&map) == -1 || set_sb_flag (true, seq) == -1) {
+  witness = seq + 1;
+  if (dmap_flush (&map) == -1 ||
+      rlog_sb_set_flag (rep.log, RLOG_SB_BITMAP, true, &witness) == -1) {
     nbdkit_error ("replica: dirty bitmap: writing it: %m");
     return -1;
   }
@@ -208,6 +189,7 @@ bool
 bitmap_knows_peer (uint64_t seq, uint64_t epoch)
 {
   uint64_t bseq, bepoch, witness;
+  uint32_t span;
   bool based;
 
   pthread_mutex_lock (&rep.log->sb_lock);
@@ -216,9 +198,9 @@ bitmap_knows_peer (uint64_t seq, uint64_t epoch)
   pthread_mutex_unlock (&rep.log->sb_lock);
   if (!bitmap_tracking () || !based)
     return false;
-  dmap_get_base (&map, &bseq, &bepoch);
+  dmap_get_base (&map, &bseq, &bepoch, &span);
   return witness == bseq + 1 && epoch == bepoch && seq >= bseq &&
-    seq - bseq <= dmap_get_span (&map);
+    seq - bseq <= span;
 }
 
 /* A pass ended (the peer acknowledged its end record): everything the
@@ -227,10 +209,12 @@ bitmap_knows_peer (uint64_t seq, uint64_t epoch)
 void
 bitmap_end (void)
 {
+  const uint64_t no_witness = 0;
+
   if (!bitmap_tracking ())
     return;
   __atomic_store_n (&tracking, false, __ATOMIC_RELEASE);
-  if (set_sb_flag (false, 0) == -1)
+  if (rlog_sb_set_flag (rep.log, RLOG_SB_BITMAP, false, &no_witness) == -1)
     nbdkit_error ("replica: clearing the dirty bitmap flag: %m");
   dmap_clear (&map);
   if (dmap_flush (&map) == -1)

@@ -264,25 +264,6 @@ log_reason (void)
     nbdkit_debug ("replica: link %s", link_state_name (R.link.state));
 }
 
-/* Set or clear a primary's superblock flag, durably (R.lock held; the
- * superblock lock nests inside it).
- */
-static int
-persist_sb_flag (uint32_t bit, bool on)
-{
-  struct rlog_sb sb;
-  int r = 0;
-
-  pthread_mutex_lock (&rep.log->sb_lock);
-  sb = rep.log->sb;
-  if (!!(sb.flags & bit) != on) {
-    sb.flags ^= bit;
-    r = rlog_sb_write_locked (rep.log, &sb);
-  }
-  pthread_mutex_unlock (&rep.log->sb_lock);
-  return r;
-}
-
 /* The primary's superblock remembers that the peer is outdated, from
  * before the first degraded write is released until the peer has
  * recorded that it is up to date again (RLOG_SB_PEER_OUTDATED).
@@ -290,7 +271,7 @@ persist_sb_flag (uint32_t bit, bool on)
 static void
 persist_peer_outdated (bool outdated)
 {
-  if (persist_sb_flag (RLOG_SB_PEER_OUTDATED, outdated) == -1)
+  if (rlog_sb_set_flag (rep.log, RLOG_SB_PEER_OUTDATED, outdated, NULL) == -1)
     nbdkit_error ("replica: recording that the peer is %s failed: %m",
                   outdated ? "outdated" : "up to date");
 }
@@ -315,7 +296,7 @@ do_actions (unsigned act, const struct chan_msg *peer)
      * a bitmap, which such a start keeps whole) the peer back after it
      * is BEHIND, and gets a full checksum resync instead.
      */
-    if (persist_sb_flag (RLOG_SB_REPLICATED, true) == -1)
+    if (rlog_sb_set_flag (rep.log, RLOG_SB_REPLICATED, true, NULL) == -1)
       nbdkit_error ("replica: recording that the volume is replicated: %m");
     if (act & (LINK_ACT_ADOPT | LINK_ACT_RESYNC)) {
       /* From the acked point: our log holds everything after it.  A

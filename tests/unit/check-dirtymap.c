@@ -271,7 +271,7 @@ START_TEST (test_random_against_reference)
       want += g == NG - 1 ? G - 777 : G;
   ck_assert_uint_eq (dmap_dirty_bytes (&m), want);
 
-  dmap_set_base (&m, 99, 3);
+  dmap_set_base (&m, 99, 3, 0);
   ck_assert_int_eq (dmap_flush (&m), 0);
   load_fresh (&m2, fd, AREA, vol, 12, 0, 0, why, sizeof why);
   ck_assert_uint_eq (dmap_dirty_bytes (&m2), want);
@@ -290,18 +290,18 @@ START_TEST (test_roundtrip)
   int fd = tmp_file (AREA, 0xaa);       /* garbage: first flush writes all */
   char why[256];
   uint64_t seq, epoch;
+  uint32_t span;
   uint8_t hdr[DMAP_PAGE_SIZE];
 
   ck_assert_int_eq (dmap_init (&m, fd, AREA_OFF, AREA, GiB, 12), 0);
   dmap_mark (&m, 0, 1);
   dmap_mark (&m, 100 * G + 5, 3 * G);     /* grains 100..103 */
   dmap_mark (&m, GiB - 1, 1);
-  dmap_set_base (&m, 1234, 7);
-  dmap_get_base (&m, &seq, &epoch);
+  dmap_set_base (&m, 1234, 7, 56);
+  dmap_get_base (&m, &seq, &epoch, &span);
   ck_assert_uint_eq (seq, 1234);
   ck_assert_uint_eq (epoch, 7);
-  ck_assert_uint_eq (dmap_get_span (&m), 0);
-  dmap_set_span (&m, 56);
+  ck_assert_uint_eq (span, 56);
   ck_assert_int_eq (dmap_flush (&m), 0);
 
   /* The header is at the area's start, as documented. */
@@ -321,10 +321,11 @@ START_TEST (test_roundtrip)
 
   load_fresh (&m2, fd, AREA, GiB, 12, 0, 0, why, sizeof why);
   ck_assert_str_eq (why, "");
-  dmap_get_base (&m2, &seq, &epoch);
+  span = 0;
+  dmap_get_base (&m2, &seq, &epoch, &span);
   ck_assert_uint_eq (seq, 1234);
   ck_assert_uint_eq (epoch, 7);
-  ck_assert_uint_eq (dmap_get_span (&m2), 56);
+  ck_assert_uint_eq (span, 56);
   ck_assert_uint_eq (dmap_dirty_bytes (&m2), 6 * G);
   ck_assert (dmap_any (&m2, 0, 1));
   ck_assert (!dmap_any (&m2, G, 99 * G));
@@ -387,7 +388,7 @@ START_TEST (test_only_changed_pages_written)
   load_fresh (&m2, fd, AREA, GiB, 12, -1, 0, why, sizeof why);
   dmap_free (&m2);
   /* ... and a change rewrites it. */
-  dmap_set_base (&m, 5, 1);
+  dmap_set_base (&m, 5, 1, 0);
   ck_assert_int_eq (dmap_flush (&m), 0);
   load_fresh (&m2, fd, AREA, GiB, 12, 0, 0, why, sizeof why);
   dmap_free (&m2);
@@ -552,7 +553,7 @@ START_TEST (test_clear)
 
   ck_assert_int_eq (dmap_init (&m, fd, AREA_OFF, AREA, 64 * GiB, 12), 0);
   dmap_mark (&m, 0, 64 * GiB);
-  dmap_set_base (&m, 10, 2);
+  dmap_set_base (&m, 10, 2, 0);
   ck_assert_int_eq (dmap_flush (&m), 0);
   load_fresh (&m2, fd, AREA, 64 * GiB, 12, 0, 0, why, sizeof why);
   ck_assert_uint_eq (dmap_dirty_bytes (&m2), 64 * GiB);
@@ -560,14 +561,14 @@ START_TEST (test_clear)
 
   dmap_clear (&m);
   ck_assert_uint_eq (dmap_dirty_bytes (&m), 0);
-  dmap_set_base (&m, 20, 3);
+  dmap_set_base (&m, 20, 3, 0);
   ck_assert_int_eq (dmap_flush (&m), 0);
   load_fresh (&m2, fd, AREA, 64 * GiB, 12, 0, 0, why, sizeof why);
   ck_assert_uint_eq (dmap_dirty_bytes (&m2), 0);
   ck_assert (!dmap_any (&m2, 0, 64 * GiB));
   {
     uint64_t seq, epoch;
-    dmap_get_base (&m2, &seq, &epoch);
+    dmap_get_base (&m2, &seq, &epoch, NULL);
     ck_assert_uint_eq (seq, 20);
     ck_assert_uint_eq (epoch, 3);
   }
@@ -695,7 +696,7 @@ START_TEST (test_flush_sync_order)
   ck_assert_uint_eq (sync_gen[1], 2);     /* then the header */
 
   nsync = 0;                              /* base only: the header */
-  dmap_set_base (&m, 8, 1);
+  dmap_set_base (&m, 8, 1, 0);
   ck_assert_int_eq (dmap_flush (&m), 0);
   ck_assert_int_eq (nsync, 1);
   nsync = 0;                              /* nothing: no I/O */
@@ -706,14 +707,14 @@ START_TEST (test_flush_sync_order)
   nsync = 0;
   sync_fail = 1;
   dmap_mark (&m, 4 * PB * G, 1);
-  dmap_set_base (&m, 9, 1);
+  dmap_set_base (&m, 9, 1, 0);
   ck_assert_int_eq (dmap_flush (&m), -1);
   ck_assert_int_eq (errno, EIO);
   ck_assert_int_eq (nsync, 1);
   load_fresh (&m2, fd, AREA, GiB, 12, 0, 0, why, sizeof why);
   {
     uint64_t seq;
-    dmap_get_base (&m2, &seq, NULL);
+    dmap_get_base (&m2, &seq, NULL, NULL);
     ck_assert_uint_eq (seq, 8);
   }
   dmap_free (&m2);
@@ -736,7 +737,7 @@ START_TEST (test_flush_sync_order)
   ck_assert_uint_eq (dmap_dirty_bytes (&m2), 3 * G);
   {
     uint64_t seq;
-    dmap_get_base (&m2, &seq, NULL);
+    dmap_get_base (&m2, &seq, NULL, NULL);
     ck_assert_uint_eq (seq, 9);
   }
   dmap_free (&m2);
@@ -780,7 +781,7 @@ START_TEST (test_threads)
     ck_assert_int_eq (pthread_create (&th[t], NULL, marker, &a[t]), 0);
   }
   for (int i = 0; i < 20; i++) {
-    dmap_set_base (&m, i, 1);
+    dmap_set_base (&m, i, 1, 0);
     ck_assert_int_eq (dmap_flush (&m), 0);
   }
   for (unsigned t = 0; t < NTHREADS; t++)
