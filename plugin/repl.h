@@ -164,9 +164,10 @@ extern int bitmap_cover (uint64_t seq, uint64_t epoch, uint64_t lsn,
 extern void bitmap_end (void);
 
 /* volread.c: read the volume, zeroing what the plugin says reads as
- * zero instead of reading it.
+ * zero instead of reading it; ask the plugin to read ahead.
  */
 extern int volume_read (void *buf, uint64_t len, uint64_t off, int *err);
+extern void volume_prefetch (uint64_t len, uint64_t off);
 
 /* sums.c: the secondary's block sums (a read of the sums region). */
 extern int sums_pread (void *buf, uint32_t count, uint64_t offset, int *err);

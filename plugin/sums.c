@@ -67,6 +67,11 @@ sums_pread (void *buf, uint32_t count, uint64_t offset, int *err)
     *err = ENOMEM;
     return -1;
   }
+  /* The primary asks for the chunks in order: let the disk read the
+   * next one (as long as this one) while this one is hashed and sent.
+   */
+  if (end < size)
+    volume_prefetch (end - off < size - end ? end - off : size - end, end);
   /* A piece of whole blocks at a time, hashed as it comes. */
   while (off < end) {
     uint64_t n = end - off;

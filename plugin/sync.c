@@ -369,8 +369,20 @@ dirty_chunk_bytes (void)
   return n;
 }
 
+/* Let the disk read the chunk after this one meanwhile.  (Only the
+ * sync thread writes a request's off; the link thread fills its sums.)
+ */
+static void
+prefetch_chunk (const struct sums_req *q)
+{
+  uint64_t size = rep.log->sb.backing_size;
+
+  volume_prefetch (size - q->off < CHUNK_BYTES ? size - q->off : CHUNK_BYTES,
+                   q->off);
+}
+
 /* Walk the volume (or the bitmap's chunks), the sums of two chunks
- * asked for ahead.
+ * asked for ahead, the chunk after this one prefetched.
  */
 static int
 walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
@@ -392,6 +404,8 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
     queued++;
   }
   while (queued > 0 && ret == 0) {
+    if (queued > 1)
+      prefetch_chunk (&Y.req[cur ^ 1]);
     ret = do_chunk (&Y.req[cur], local, diff, ph, full, repair, gen, t0);
     queued--;
     if (ret == 0 && next < size) {

@@ -7,9 +7,17 @@
  * file) are not read but zeroed here, so a sparse volume costs little
  * more than its data; everything else is read.  Extents are only a
  * hint: a plugin without them, or an error asking, means a plain read.
+ *
+ * volume_prefetch asks the plugin to start reading a range the walk
+ * will read next (NBD_CMD_CACHE; the file plugin's is
+ * posix_fadvise WILLNEED), so that the disk reads the next chunk while
+ * this one is hashed and compared.  Only a plugin with a native cache
+ * is asked (an emulated one would read the range now, synchronously);
+ * it is a hint, its errors are ignored.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <inttypes.h>
 
 #include <nbdkit-filter.h>
 
@@ -81,4 +89,19 @@ volume_read (void *buf, uint64_t len, uint64_t off, int *err)
  fail:
   nbdkit_extents_free (ex);
   return -1;
+}
+
+void
+volume_prefetch (uint64_t len, uint64_t off)
+{
+  int err;
+
+  if (len == 0 || len > UINT32_MAX ||
+      rep.ctx->can_cache (rep.ctx) != NBDKIT_CACHE_NATIVE)
+    return;
+  plugin_call_begin ();
+  if (rep.ctx->cache (rep.ctx, len, off, 0, &err) == -1)
+    nbdkit_debug ("replica: prefetch at %" PRIu64 ": %s", off,
+                  strerror (err));
+  plugin_call_end ();
 }
