@@ -15,7 +15,8 @@
  * durable (the group commit covers the pipelined batches queued
  * together), then applied to the backing in seq order, and only then
  * is the NBD write replied to: the reply is the primary's proof that
- * the peer holds the records durably (and has applied them).
+ * the peer holds the records durably (and has applied them).  A resync
+ * (staging, its start and end) is secondary-resync.c's.
  */
 #include <stdio.h>
 #include <stdarg.h>
@@ -33,27 +34,11 @@
 #include "conns.h"
 #include "wire.h"
 #include "logfile.h"
+#include "secondary-int.h"
 
-#define TURN_TIMEOUT_SEC 30
-
-static struct {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  uint64_t enq_seq, enq_epoch;      /* last record queued to the journal */
-  uint64_t applied_seq, applied_epoch; /* last record applied */
-  uint64_t done_seq, done_epoch;    /* last record committed: applied,
-                                     * or staged (a staged resync) */
-  bool staging;                     /* records are journaled, applied
-                                     * only at the resync's end */
-  bool resyncing;                   /* a CONTROL RESYNC began a pass, */
-  uint64_t resync_base;             /* ... from this base: only its own
-                                     * SYNC_END ends it */
-  uint64_t staged_records;
-  bool quiesced;                    /* promoted: no more batches */
-  unsigned sessions;                /* authenticated replication conns */
-  uint64_t batches, records, bytes, refused;
-  char last_error[256];
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+struct secondary_state S = {
+  .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER
+};
 
 void
 secondary_init (uint64_t seq, uint64_t epoch)
@@ -62,11 +47,7 @@ secondary_init (uint64_t seq, uint64_t epoch)
   S.enq_epoch = S.applied_epoch = S.done_epoch = epoch;
 }
 
-static int
-refuse (int *err, int e, const char *fmt, ...)
-  __attribute__ ((format (printf, 3, 4)));
-
-static int
+int
 refuse (int *err, int e, const char *fmt, ...)
 {
   va_list ap;
@@ -202,354 +183,6 @@ set_outdated (bool outdated, int *err)
   nbdkit_debug ("replica: the primary says this secondary is %s",
                 outdated ? "outdated" : "up to date");
   return 0;
-}
-
-/* ---- resync (docs/design.md "The secondary during a resync") ---- */
-
-static int apply_unit (struct junit *u, int *err);
-
-/* Wait (S.lock held) until every queued record is committed, at most
- * TURN_TIMEOUT_SEC: a resync starts from a quiet log.
- */
-static bool
-wait_committed (void)
-{
-  struct timespec ts;
-  time_t deadline = time (NULL) + TURN_TIMEOUT_SEC;
-
-  while (S.done_seq != S.enq_seq && rep.state != VOL_FAILED &&
-         time (NULL) < deadline) {
-    clock_gettime (CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1;
-    pthread_cond_timedwait (&S.cond, &S.lock, &ts);
-  }
-  return S.done_seq == S.enq_seq && rep.state != VOL_FAILED;
-}
-
-/* The superblock at the start of a resync (ckpt_lock, S.lock and
- * sb_lock held).  Everything journaled is applied and flushed, so the
- * checkpoint moves to the head: the log is empty.  Staged: the disk
- * stays the image of the last applied record, which the checkpoint
- * keeps naming (a restart discards the staged records and reports it);
- * the staged records follow the primary's base.  In place: the disk
- * is marked inconsistent, and the checkpoint names the base, which the
- * records that follow continue.
- */
-static void
-resync_sb (struct rlog_sb *sb, const struct wire_control *ctl, bool stage,
-           uint64_t head)
-{
-  sb->flags |= RLOG_SB_RESYNC;
-  if (stage) {
-    if (!(sb->flags & RLOG_SB_STAGING)) {
-      sb->checkpoint_seq = S.applied_seq;
-      sb->checkpoint_epoch = S.applied_epoch;
-    }
-    sb->flags |= RLOG_SB_STAGING;
-    sb->stage_seq = ctl->seq;
-    sb->stage_epoch = ctl->epoch;
-  }
-  else {
-    sb->flags = (sb->flags | RLOG_SB_INCONSISTENT) & ~RLOG_SB_STAGING;
-    sb->checkpoint_seq = ctl->seq;
-    sb->checkpoint_epoch = ctl->epoch;
-  }
-  sb->checkpoint_lsn = head;
-  if (sb->seq_reserved < ctl->seq)
-    sb->seq_reserved = ctl->seq;
-  if (sb->epoch < ctl->epoch)
-    sb->epoch = ctl->epoch;
-}
-
-/* CONTROL RESYNC: the records that follow continue after the primary's
- * base, whatever we hold; the primary's sync pass re-sends every block
- * where our disk differs, then a SYNC_END record.  A staged resync
- * (asked for, and our disk is consistent) keeps the disk's image until
- * then; a resync in place (an initial sync, or a disk already
- * inconsistent) applies as it goes.
- */
-static int
-resync_begin (const struct wire_control *ctl, int *err)
-{
-  struct rlog_sb sb;
-  uint64_t head;
-  bool stage = false;
-  int ferr, r;
-
-  /* Wait for the queued records first, without ckpt_lock: a unit still
-   * queued may need a checkpoint to free log space.  Then again under
-   * it (a batch of an older connection may have queued meanwhile).
-   */
-  pthread_mutex_lock (&S.lock);
-  wait_committed ();
-  pthread_mutex_unlock (&S.lock);
-  pthread_mutex_lock (&rep.ckpt_lock);
-  pthread_mutex_lock (&S.lock);
-  if (S.quiesced || S.done_seq != S.enq_seq || rep.state == VOL_FAILED) {
-    bool promoted = S.quiesced;
-    pthread_mutex_unlock (&S.lock);
-    pthread_mutex_unlock (&rep.ckpt_lock);
-    return refuse (err, promoted ? EPERM : EIO, "resync refused: %s",
-                   promoted ? "this node was promoted"
-                   : "records of an older connection are still being "
-                   "applied (the primary retries)");
-  }
-  head = journal_head_lsn (&rep.journal);
-  r = conns_flush (rep.ctx, rep.all_conns, &ferr);
-  if (r == 0) {
-    pthread_mutex_lock (&rep.log->sb_lock);
-    sb = rep.log->sb;
-    stage = (ctl->flags & WIRE_RESYNC_STAGE) &&
-      !(sb.flags & RLOG_SB_INCONSISTENT);
-    resync_sb (&sb, ctl, stage, head);
-    r = rlog_sb_write_locked (rep.log, &sb);
-    ferr = errno;
-    pthread_mutex_unlock (&rep.log->sb_lock);
-  }
-  if (r == -1) {
-    pthread_mutex_unlock (&S.lock);
-    pthread_mutex_unlock (&rep.ckpt_lock);
-    replica_fail (&rep, ferr, "starting a resync: %s", strerror (ferr));
-    *err = EIO;
-    return -1;
-  }
-  journal_set_checkpoint (&rep.journal, head);
-  journal_rebase (&rep.journal, ctl->seq, ctl->epoch);
-  S.enq_seq = S.done_seq = ctl->seq;
-  S.enq_epoch = S.done_epoch = ctl->epoch;
-  if (!stage) {
-    S.applied_seq = ctl->seq;
-    S.applied_epoch = ctl->epoch;
-  }
-  S.staging = stage;
-  S.staged_records = 0;
-  S.resyncing = true;
-  S.resync_base = ctl->seq;
-  pthread_mutex_unlock (&S.lock);
-  pthread_mutex_unlock (&rep.ckpt_lock);
-  nbdkit_debug ("replica: resync from the primary's seq %" PRIu64 " starts "
-                "(%s)", ctl->seq, stage ? "staged: the disk keeps its image "
-                "until the resync ends" : "in place: the disk is "
-                "inconsistent until the resync ends");
-  return 0;
-}
-
-/* Apply the staged records up to seq upto, reading them back from our
- * log.  First the superblock says the disk is inconsistent (a crash
- * while applying must not let a restart discard half-applied records
- * as a staged set), and its checkpoint names the stage's base, which
- * the staged records continue, so a replay finds them.
- */
-static int
-apply_staged (uint64_t upto)
-{
-  struct rlog_scan scan;
-  struct rlog_rec rec = { 0 };
-  const uint8_t *payload;
-  struct rlog_sb sb;
-  int r, e = 0;
-
-  pthread_mutex_lock (&rep.ckpt_lock);
-  pthread_mutex_lock (&rep.log->sb_lock);
-  sb = rep.log->sb;
-  sb.flags = (sb.flags | RLOG_SB_INCONSISTENT) & ~RLOG_SB_STAGING;
-  sb.checkpoint_seq = sb.stage_seq;
-  sb.checkpoint_epoch = sb.stage_epoch;
-  r = rlog_sb_write_locked (rep.log, &sb);
-  pthread_mutex_unlock (&rep.log->sb_lock);
-  /* S.staging stays set until the records are applied: it holds the
-   * checkpoint at the stage's start (secondary_clamp_checkpoint), and
-   * their space in the ring, meanwhile.
-   */
-  pthread_mutex_unlock (&rep.ckpt_lock);
-  if (r == -1 || rlog_scan_init_at (&scan, rep.log, sb.checkpoint_lsn,
-                                    sb.stage_seq, sb.stage_epoch) == -1) {
-    replica_fail (&rep, EIO, "applying the staged resync: %m");
-    return 1;
-  }
-  while (e == 0 && (r = rlog_scan_next (&scan, &rec, &payload)) == 1) {
-    plugin_call_begin ();
-    r = replica_apply (rep.ctx, rec.op, rec.flags, payload, rec.length,
-                       rec.offset, &e);
-    plugin_call_end ();
-    if (r == -1 || rec.seq >= upto)
-      break;
-  }
-  if (e || rec.seq != upto) {
-    replica_fail (&rep, EIO, "applying the staged resync stopped before "
-                  "seq %" PRIu64 ": %s", upto, e ? strerror (e) : scan.why);
-    rlog_scan_free (&scan);
-    return 1;
-  }
-  rlog_scan_free (&scan);
-  pthread_mutex_lock (&S.lock);
-  S.applied_seq = upto;
-  S.applied_epoch = rec.epoch;
-  S.staging = false;            /* the checkpoint may pass them now */
-  pthread_mutex_unlock (&S.lock);
-  nbdkit_debug ("replica: applied the staged resync up to seq %" PRIu64,
-                upto);
-  return 0;
-}
-
-/* The SYNC_END record is applied: the disk is a state of the primary
- * again.
- */
-static int
-resync_end (uint64_t seq)
-{
-  struct rlog_sb sb;
-  int r;
-
-  pthread_mutex_lock (&rep.log->sb_lock);
-  sb = rep.log->sb;
-  sb.flags &= ~(RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC | RLOG_SB_STAGING);
-  r = rlog_sb_write_locked (rep.log, &sb);
-  pthread_mutex_unlock (&rep.log->sb_lock);
-  if (r == -1) {
-    replica_fail (&rep, EIO, "ending the resync: writing the superblock: "
-                  "%m");
-    return 1;
-  }
-  pthread_mutex_lock (&S.lock);
-  S.resyncing = false;
-  pthread_mutex_unlock (&S.lock);
-  nbdkit_debug ("replica: resync complete at the primary's seq %" PRIu64
-                ": this secondary is consistent", seq);
-  return 0;
-}
-
-/* The seq of the current pass's SYNC_END record in the unit, or 0.
- * An older pass's end record (shipped again after a reconnect, from a
- * base before it) names another base: it ends nothing.
- */
-static uint64_t
-unit_end (const struct junit *u)
-{
-  uint64_t end = 0;
-
-  pthread_mutex_lock (&S.lock);
-  for (size_t i = 0; i < u->n && S.resyncing; ++i)
-    if (u->entries[i].op == RLOG_OP_FLUSH &&
-        (u->entries[i].flags & RLOG_FLAG_SYNC_END) &&
-        u->entries[i].offset == S.resync_base)
-      end = u->entries[i].seq;
-  pthread_mutex_unlock (&S.lock);
-  return end;
-}
-
-/* Staged: the unit is durable; it is applied at the resync's end. */
-static void
-stage_unit (struct junit *u)
-{
-  for (size_t i = 0; i < u->n; ++i)
-    journal_complete (&rep.journal, &u->entries[i]);
-  pthread_mutex_lock (&S.lock);
-  S.staged_records += u->n;
-  pthread_mutex_unlock (&S.lock);
-}
-
-/* The unit is committed: the next batch may commit (wait_done). */
-static void
-publish_done (const struct junit *u)
-{
-  pthread_mutex_lock (&S.lock);
-  S.done_seq = u->entries[u->n - 1].seq;
-  S.done_epoch = u->entries[u->n - 1].epoch;
-  pthread_cond_broadcast (&S.cond);
-  pthread_mutex_unlock (&S.lock);
-}
-
-/* Commit a durable unit: apply it, or stage it.  A staged set is
- * applied at the end record, or once it fills half our log (then the
- * resync goes on in place: the limit of staging).  The next batch
- * commits only once this unit's commit is complete, staged set
- * included: its records must reach the disk after the staged ones.
- * Returns 0, or 1 (failed; see apply_unit).
- */
-static int
-commit_unit (struct junit *u, int *err)
-{
-  uint64_t end = unit_end (u), last = u->entries[u->n - 1].seq;
-  bool staging;
-  int r = 0;
-
-  pthread_mutex_lock (&S.lock);
-  staging = S.staging;
-  pthread_mutex_unlock (&S.lock);
-  if (!staging)
-    r = apply_unit (u, err);
-  else {
-    stage_unit (u);
-    if (end)
-      r = apply_staged (last);
-    else if (journal_used_bytes (&rep.journal) > rep.journal.ring_size / 2) {
-      nbdkit_error ("replica: the staged resync fills half of the log: "
-                    "applying it now; this secondary is inconsistent until "
-                    "the resync ends (a larger log keeps it consistent "
-                    "through larger resyncs)");
-      r = apply_staged (last);
-    }
-    if (r)
-      *err = EIO;
-    else
-      publish_done (u);
-  }
-  if (r == 0 && end)
-    r = resync_end (end);
-  return r;
-}
-
-void
-secondary_clamp_checkpoint (uint64_t *seq, uint64_t *epoch, uint64_t *lsn)
-{
-  pthread_mutex_lock (&S.lock);
-  if (S.staging) {
-    pthread_mutex_lock (&rep.log->sb_lock);
-    *seq = rep.log->sb.checkpoint_seq;
-    *epoch = rep.log->sb.checkpoint_epoch;
-    *lsn = rep.log->sb.checkpoint_lsn;
-    pthread_mutex_unlock (&rep.log->sb_lock);
-  }
-  pthread_mutex_unlock (&S.lock);
-}
-
-/* Promote (replica_promote, sb_lock held, quiesced): a staged resync is
- * rolled back (its records skipped: the disk is the image of the last
- * applied record); a resync in place leaves an inconsistent disk, which
- * only --force accepts.  Returns true if the journal must follow
- * (secondary_promoted).
- */
-bool
-secondary_promote_fixup (struct rlog_sb *sb)
-{
-  bool rolled_back = false;
-
-  if (sb->flags & RLOG_SB_STAGING) {
-    sb->checkpoint_lsn = journal_head_lsn (&rep.journal);
-    rolled_back = true;
-    nbdkit_error ("replica: promote: the staged resync is rolled back; the "
-                  "volume is the image of seq %" PRIu64 " (crash-"
-                  "consistent)", sb->checkpoint_seq);
-  }
-  else if (sb->flags & RLOG_SB_INCONSISTENT)
-    nbdkit_error ("replica: promote --force: the resync in place did not "
-                  "finish: the volume is NOT consistent");
-  sb->flags &= ~(RLOG_SB_STAGING | RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC);
-  return rolled_back;
-}
-
-/* After the promote's superblock write. */
-void
-secondary_promoted (const struct rlog_sb *sb, bool rolled_back)
-{
-  if (!rolled_back)
-    return;
-  journal_set_checkpoint (&rep.journal, sb->checkpoint_lsn);
-  journal_set_last (&rep.journal, sb->checkpoint_seq, sb->checkpoint_epoch);
-  pthread_mutex_lock (&S.lock);
-  S.staging = false;
-  pthread_mutex_unlock (&S.lock);
 }
 
 static int
@@ -712,7 +345,7 @@ split_units (struct jentry *ents, size_t n, struct junit *units)
  * the records were durable; they stay pinned in flight (the caller must
  * not free them: replay applies them at the next start).
  */
-static int
+int
 apply_unit (struct junit *u, int *err)
 {
   for (size_t i = 0; i < u->n; ++i) {
