@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <pthread.h>
 
 #define MAX_RANGES       64           /* verify ranges kept for status */
@@ -70,6 +71,17 @@ extern void ywait_ms (unsigned ms);             /* Y.lock held */
 extern bool aborted (uint64_t gen);             /* Y.lock held */
 extern int read_volume (void *buf, uint64_t len, uint64_t off);
 extern uint32_t block_len (uint64_t off, uint32_t i);
+
+/* sync-read.c: the walk's reader thread, which reads the chunks asked
+ * for ahead into buffers of their own (slots 0 .. READER_SLOTS - 1).
+ */
+#define READER_SLOTS 2
+struct chunk_reader;
+extern struct chunk_reader *chunk_reader_start (size_t bufsize);
+extern void chunk_reader_ask (struct chunk_reader *r, int slot, uint64_t off,
+                              uint64_t len);
+extern uint8_t *chunk_reader_wait (struct chunk_reader *r, int slot);
+extern void chunk_reader_stop (struct chunk_reader *r);
 
 /* sync-resend.c: re-log the blocks of a chunk where diff[i] is set. */
 extern int resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,

@@ -285,18 +285,29 @@ chunk_blocks (uint64_t off)
   return (len + (1ULL << block_shift ()) - 1) >> block_shift ();
 }
 
-/* One chunk: the peer's sums (asked for earlier), ours, then re-log or
- * confirm what differs.
- */
-static int
-do_chunk (struct sums_req *q, uint8_t *local, bool *diff, enum phase ph,
-          bool full, bool repair, uint64_t gen, uint64_t t0)
+/* Bytes of the chunk a request covers. */
+static uint64_t
+req_bytes (const struct sums_req *q)
 {
-  uint64_t len = 0, ndiff;
+  uint64_t len = 0;
 
   for (uint32_t i = 0; i < q->nblocks; ++i)
     len += block_len (q->off, i);
-  if (!full && read_volume (local, len, q->off) == -1) {
+  return len;
+}
+
+/* One chunk: the peer's sums (asked for earlier), ours (from the
+ * reader's slot k; none in full mode), then re-log or confirm what
+ * differs.
+ */
+static int
+do_chunk (struct sums_req *q, struct chunk_reader *rd, int k, bool *diff,
+          enum phase ph, bool full, bool repair, uint64_t gen, uint64_t t0)
+{
+  uint64_t len = req_bytes (q), ndiff;
+  const uint8_t *local = NULL;
+
+  if (!full && !(local = chunk_reader_wait (rd, k))) {
     nbdkit_error ("replica: sync: reading the volume at %" PRIu64 ": %m",
                   q->off);
     return -1;
@@ -330,17 +341,22 @@ do_chunk (struct sums_req *q, uint8_t *local, bool *diff, enum phase ph,
   return 0;
 }
 
-/* Ask for the sums of the chunk at off (nothing in full mode). */
+/* Ask for the sums of the chunk at off, and the reader for the chunk
+ * into slot k (neither in full mode).
+ */
 static int
-ask_chunk (struct sums_req *q, uint64_t off, bool full)
+ask_chunk (struct sums_req *q, struct chunk_reader *rd, int k, uint64_t off,
+           bool full)
 {
   int r;
 
   pthread_mutex_lock (&Y.lock);
   r = sums_ask (q, off, chunk_blocks (off));
   pthread_mutex_unlock (&Y.lock);
-  if (r == 0 && !full)
+  if (r == 0 && !full) {
+    chunk_reader_ask (rd, k, q->off, req_bytes (q));
     r = sums_send (q);
+  }
   return r;
 }
 
@@ -382,40 +398,42 @@ prefetch_chunk (const struct sums_req *q)
 }
 
 /* Walk the volume (or the bitmap's chunks), the sums of two chunks
- * asked for ahead, the chunk after this one prefetched.
+ * asked for ahead and read by the reader thread meanwhile, the disk
+ * asked to read the one after this one.
  */
 static int
 walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
 {
   uint64_t size = rep.log->sb.backing_size, t0 = now_ns ();
-  uint8_t *local = malloc (CHUNK_BYTES);
+  struct chunk_reader *rd = full ? NULL : chunk_reader_start (CHUNK_BYTES);
   bool *diff = calloc (CHUNK_BYTES >> WIRE_SUMS_MIN_SHIFT, sizeof *diff);
   uint64_t next = next_chunk (0, bitmap);
   int ret = 0, cur = 0, queued = 0;
 
-  if (!local || !diff) {
-    free (local);
+  if ((!full && !rd) || !diff) {
+    nbdkit_error ("replica: sync: starting the walk: %m");
+    chunk_reader_stop (rd);
     free (diff);
     return -1;
   }
-  for (int k = 0; k < 2 && next < size && ret == 0; ++k) {
-    ret = ask_chunk (&Y.req[k], next, full);
+  for (int k = 0; k < READER_SLOTS && next < size && ret == 0; ++k) {
+    ret = ask_chunk (&Y.req[k], rd, k, next, full);
     next = next_chunk (next + CHUNK_BYTES, bitmap);
     queued++;
   }
   while (queued > 0 && ret == 0) {
     if (queued > 1)
       prefetch_chunk (&Y.req[cur ^ 1]);
-    ret = do_chunk (&Y.req[cur], local, diff, ph, full, repair, gen, t0);
+    ret = do_chunk (&Y.req[cur], rd, cur, diff, ph, full, repair, gen, t0);
     queued--;
     if (ret == 0 && next < size) {
-      ret = ask_chunk (&Y.req[cur], next, full);
+      ret = ask_chunk (&Y.req[cur], rd, cur, next, full);
       next = next_chunk (next + CHUNK_BYTES, bitmap);
       queued++;
     }
     cur ^= 1;
   }
-  free (local);
+  chunk_reader_stop (rd);
   free (diff);
   return ret;
 }
