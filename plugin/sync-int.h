@@ -12,6 +12,9 @@
 #include <pthread.h>
 
 #define MAX_RANGES       64           /* verify ranges kept for status */
+#define READER_SLOTS     2            /* chunks asked for ahead */
+#define CONFIRM_REQ      READER_SLOTS
+#define SUMS_REQS        (READER_SLOTS + 1)
 
 enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
 
@@ -39,8 +42,9 @@ struct sync_state {
   uint64_t want_base;           /* the pass's base seq (CONTROL RESYNC) */
   enum phase phase;             /* the pass running or awaiting its ack */
   uint64_t end_seq;             /* its SYNC_END record, once appended */
-  struct sums_req req[3];       /* sums asked for ahead (0, 1) and
-                                 * for a verify's confirmation (2) */
+  struct sums_req req[SUMS_REQS]; /* sums asked for ahead (0 ..
+                                 * READER_SLOTS - 1) and for a verify's
+                                 * confirmation (CONFIRM_REQ) */
   uint64_t next_id;
   /* Progress of the current (or last) pass. */
   uint64_t total, done, sent, differing, passes;
@@ -75,7 +79,6 @@ extern uint32_t block_len (uint64_t off, uint32_t i);
 /* sync-read.c: the walk's reader thread, which reads the chunks asked
  * for ahead into buffers of their own (slots 0 .. READER_SLOTS - 1).
  */
-#define READER_SLOTS 2
 struct chunk_reader;
 extern struct chunk_reader *chunk_reader_start (size_t bufsize);
 extern void chunk_reader_ask (struct chunk_reader *r, int slot, uint64_t off,

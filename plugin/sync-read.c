@@ -56,11 +56,11 @@ reader_thread (void *arg)
 
   pthread_mutex_lock (&r->lock);
   for (;;) {
-    int i, err = 0;
+    int i = -1, err = 0;
 
     while (!r->stop && (i = next_slot (r)) == -1)
       pthread_cond_wait (&r->cond, &r->lock);
-    if (r->stop)
+    if (r->stop || i == -1)
       break;
     r->slot[i].state = SLOT_READING;
     pthread_mutex_unlock (&r->lock);

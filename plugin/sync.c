@@ -162,7 +162,7 @@ void
 sync_sums (const struct chan_msg *m)
 {
   pthread_mutex_lock (&Y.lock);
-  for (size_t i = 0; i < 3; ++i) {
+  for (size_t i = 0; i < SUMS_REQS; ++i) {
     struct sums_req *q = &Y.req[i];
     if (q->id != m->d || q->done)
       continue;
@@ -229,7 +229,7 @@ confirm_block (uint64_t off, uint32_t i, uint64_t gen)
   uint64_t start = off + ((uint64_t) i << block_shift ());
   uint32_t len = block_len (off, i);
   uint8_t *buf = malloc (len), sum[BSUM_SIZE];
-  struct sums_req *q = &Y.req[2];
+  struct sums_req *q = &Y.req[CONFIRM_REQ];
   struct range range;
   int ret = -1;
 
@@ -397,9 +397,9 @@ prefetch_chunk (const struct sums_req *q)
                    q->off);
 }
 
-/* Walk the volume (or the bitmap's chunks), the sums of two chunks
- * asked for ahead and read by the reader thread meanwhile, the disk
- * asked to read the one after this one.
+/* Walk the volume (or the bitmap's chunks), the sums of READER_SLOTS
+ * chunks (two) asked for ahead and the chunks read by the reader thread
+ * meanwhile, the disk asked to read the one after this one.
  */
 static int
 walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
@@ -423,7 +423,7 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
   }
   while (queued > 0 && ret == 0) {
     if (queued > 1)
-      prefetch_chunk (&Y.req[cur ^ 1]);
+      prefetch_chunk (&Y.req[(cur + 1) % READER_SLOTS]);
     ret = do_chunk (&Y.req[cur], rd, cur, diff, ph, full, repair, gen, t0);
     queued--;
     if (ret == 0 && next < size) {
@@ -431,7 +431,7 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
       next = next_chunk (next + CHUNK_BYTES, bitmap);
       queued++;
     }
-    cur ^= 1;
+    cur = (cur + 1) % READER_SLOTS;
   }
   chunk_reader_stop (rd);
   free (diff);
@@ -667,7 +667,7 @@ sync_stop (void)
   pthread_mutex_unlock (&Y.lock);
   pthread_join (Y.thread, NULL);
   Y.running = false;
-  for (size_t i = 0; i < 3; ++i)
+  for (size_t i = 0; i < SUMS_REQS; ++i)
     free (Y.req[i].sums);
 }
 
