@@ -399,7 +399,7 @@ prefetch_chunk (const struct sums_req *q)
 
 /* Walk the volume (or the bitmap's chunks), the sums of READER_SLOTS
  * chunks (two) asked for ahead and the chunks read by the reader thread
- * meanwhile, the disk asked to read the one after this one.
+ * meanwhile (in full mode, the disk asked to read the next one).
  */
 static int
 walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
@@ -422,7 +422,10 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
     queued++;
   }
   while (queued > 0 && ret == 0) {
-    if (queued > 1)
+    /* (Not read here in full mode: re-sent runs are, under their locks.
+     * Otherwise the reader is reading it already.)
+     */
+    if (full && queued > 1)
       prefetch_chunk (&Y.req[(cur + 1) % READER_SLOTS]);
     ret = do_chunk (&Y.req[cur], rd, cur, diff, ph, full, repair, gen, t0);
     queued--;

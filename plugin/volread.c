@@ -8,16 +8,22 @@
  * more than its data; everything else is read.  Extents are only a
  * hint: a plugin without them, or an error asking, means a plain read.
  *
- * volume_prefetch asks the plugin to start reading a range the walk
- * will read next (NBD_CMD_CACHE; the file plugin's is
- * posix_fadvise WILLNEED), so that the disk reads the next chunk while
- * this one is hashed and compared.  Only a plugin with a native cache
- * is asked (an emulated one would read the range now, synchronously);
- * it is a hint, its errors are ignored.
+ * volume_prefetch asks the plugin to start reading a range that will
+ * be read next (NBD_CMD_CACHE; the file plugin's is posix_fadvise
+ * WILLNEED), so that the disk reads it meanwhile.  Only a plugin with a
+ * native cache is asked (an emulated one would read the range now,
+ * synchronously); it is a hint, its errors are ignored.  A native cache
+ * may still read synchronously (the nbd plugin passes the command to a
+ * server that may emulate it): PREFETCH_SLOW_CALLS calls in a row that
+ * take longer than PREFETCH_SLOW_NS each (a file's WILLNEED of 16 MiB
+ * takes about 2 ms here; a busy machine may delay one call, not four in
+ * a row) turn prefetching off for good, as it then costs a second read
+ * instead of saving a wait.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <inttypes.h>
+#include <time.h>
 
 #include <nbdkit-filter.h>
 
@@ -26,6 +32,10 @@
 #include "repl.h"
 
 #define READ_PIECE (4u << 20)
+#define PREFETCH_SLOW_NS (20 * 1000000ULL)
+#define PREFETCH_SLOW_CALLS 4
+
+static unsigned slow_calls;     /* atomic: slow calls in a row */
 
 static int
 plain_read (void *buf, uint64_t len, uint64_t off, int *err)
@@ -91,17 +101,37 @@ volume_read (void *buf, uint64_t len, uint64_t off, int *err)
   return -1;
 }
 
+static uint64_t
+mono_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
 void
 volume_prefetch (uint64_t len, uint64_t off)
 {
+  uint64_t t0, ns;
   int err;
 
   if (len == 0 || len > UINT32_MAX ||
+      __atomic_load_n (&slow_calls, __ATOMIC_RELAXED) >= PREFETCH_SLOW_CALLS ||
       rep.ctx->can_cache (rep.ctx) != NBDKIT_CACHE_NATIVE)
     return;
+  t0 = mono_ns ();
   plugin_call_begin ();
   if (rep.ctx->cache (rep.ctx, len, off, 0, &err) == -1)
     nbdkit_debug ("replica: prefetch at %" PRIu64 ": %s", off,
                   strerror (err));
   plugin_call_end ();
+  ns = mono_ns () - t0;
+  if (ns <= PREFETCH_SLOW_NS)
+    __atomic_store_n (&slow_calls, 0, __ATOMIC_RELAXED);
+  else if (__atomic_add_fetch (&slow_calls, 1, __ATOMIC_RELAXED) ==
+           PREFETCH_SLOW_CALLS)
+    nbdkit_debug ("replica: the plugin's cache took %" PRIu64 " ms for "
+                  "%" PRIu64 " bytes, %d times in a row: no more "
+                  "prefetching", ns / 1000000, len, PREFETCH_SLOW_CALLS);
 }

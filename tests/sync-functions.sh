@@ -14,15 +14,24 @@ SEC_PORT=$(free_port)
 sec_uri () {
     echo "nbds://replica@127.0.0.1:$SEC_PORT/?tls-psk-file=$TMPD/keys.psk"
 }
+# start_tcp_secondary FILE [OPTION...] [-- KEY=VALUE...]: OPTIONs go
+# to nbdkit after our filter (-v, another --filter under ours), the
+# KEY=VALUEs after the plugin's.
 start_tcp_secondary ()
 {
-    local i
+    local i file=$1 opts=() params=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    params=("$@")
     (
         [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
         exec nbdkit -f -p "$SEC_PORT" -i 127.0.0.1 \
             --tls=require --tls-psk="$TMPD/keys.psk" --filter="$FILTER" \
-            file "$1" replica-role=secondary replica-log="$TMPD/sec.log" \
-            replica-log-size=64M replica-control="$TMPD/sec.ctl"
+            "${opts[@]}" file "$file" replica-role=secondary \
+            replica-log="$TMPD/sec.log" \
+            replica-log-size=64M replica-control="$TMPD/sec.ctl" \
+            "${params[@]}"
     ) 2>>"$TMPD/sec.err" &
     SEC_PID=$!
     register_pid $SEC_PID
