@@ -11,8 +11,9 @@
 #     synchronously would.  After four slow calls in a row the
 #     secondary says "no more prefetching" and asks no more.
 # Both syncs end byte-identical.  What this can catch: a prefetch never
-# issued, issued outside the volume (nbdkit refuses it: an error in the
-# log), or a slow cache that keeps being asked.
+# issued, one outside the volume (nbdkit's backend asserts the range:
+# the secondary dies, and the sync with it), or a slow cache that keeps
+# being asked.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires openssl version
@@ -80,8 +81,6 @@ echo "$0: plain file plugin: $n cache calls"
 [ "$n" -ge 8 ] || fail "only $n cache calls in a pass over 16 chunks"
 ! grep -q 'no more prefetching' "$TMPD/sec-plain.err" ||
     fail "prefetching turned off on the file plugin"
-! grep -E 'file: cache.*(error|Invalid)|cache: .*out of range' \
-    "$TMPD/sec-plain.err" || fail "a cache call was refused"
 
 sync_once slow --filter=delay -- delay-cache=50ms
 n=$(caches "$TMPD/sec-slow.err")
