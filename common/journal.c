@@ -62,10 +62,14 @@ journal_max_unit_bytes (const struct journal *j)
   return ring_size (j) / 4;
 }
 
+/* An elided write's data is not logged (the caller applies it from
+ * e->payload all the same).
+ */
 static uint32_t
 entry_payload_len (const struct jentry *e)
 {
-  return e->op == RLOG_OP_WRITE ? e->length : 0;
+  return e->op == RLOG_OP_WRITE && !(e->flags & RLOG_FLAG_ELIDED)
+    ? e->length : 0;
 }
 
 static uint64_t
@@ -282,7 +286,8 @@ write_batch (struct journal *j, struct batch *b)
         FLUSH_SEGMENT ();        /* the rest of the ring is filler */
         lsn = seg_lsn = b->wrap_lsn + b->wrap_size;
       }
-      rlog_rec_seal (&e->rec, e->hdr, e->payload_crc);
+      rlog_rec_seal (&e->rec, e->hdr,
+                     e->rec.payload_len ? e->payload_crc : 0);
       iov[n++] = (struct iovec) { e->hdr, RLOG_REC_HDR_SIZE };
       if (e->rec.payload_len)
         iov[n++] = (struct iovec) { (void *) e->payload, e->rec.payload_len };
@@ -661,10 +666,13 @@ static bool
 entry_valid (const struct jentry *e)
 {
   if (e->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM | RLOG_FLAG_SYNC |
-                   RLOG_FLAG_SYNC_END))
+                   RLOG_FLAG_SYNC_END | RLOG_FLAG_ELIDED))
     return false;
   /* (the same rules as rlog_rec_decode_hdr) */
   if ((e->flags & RLOG_FLAG_SYNC_END) && e->op != RLOG_OP_FLUSH)
+    return false;
+  if ((e->flags & RLOG_FLAG_ELIDED) &&
+      (e->op != RLOG_OP_WRITE || !(e->flags & RLOG_FLAG_SYNC)))
     return false;
   switch (e->op) {
   case RLOG_OP_WRITE:

@@ -275,20 +275,25 @@ rlog_rec_decode_hdr (const void *hdr, size_t len, uint32_t max_rec,
 
   if (get_le32 (p + R_RESERVED) != 0 ||
       (r->flags & ~(RLOG_FLAG_FUA | RLOG_FLAG_MAY_TRIM | RLOG_FLAG_SYNC |
-                    RLOG_FLAG_SYNC_END)) != 0 ||
+                    RLOG_FLAG_SYNC_END | RLOG_FLAG_ELIDED)) != 0 ||
       r->rec_size % RLOG_REC_ALIGN != 0 ||
       r->rec_size < RLOG_REC_HDR_SIZE || r->rec_size > max_rec)
     return RLOG_EINVAL;
   switch (r->op) {
   case RLOG_OP_WRITE:
+    /* An elided write is a re-sent block whose data went to the disk
+     * only: a header, no payload.
+     */
     if ((r->flags & RLOG_FLAG_SYNC_END) ||
-        r->payload_len != r->length || r->length == 0 ||
-        r->payload_len > RLOG_MAX_PAYLOAD)
+        r->length == 0 || r->length > RLOG_MAX_PAYLOAD ||
+        ((r->flags & RLOG_FLAG_ELIDED)
+         ? !(r->flags & RLOG_FLAG_SYNC) || r->payload_len != 0
+         : r->payload_len != r->length))
       return RLOG_EINVAL;
     break;
   case RLOG_OP_ZERO:
   case RLOG_OP_TRIM:
-    if ((r->flags & RLOG_FLAG_SYNC_END) ||
+    if ((r->flags & (RLOG_FLAG_SYNC_END | RLOG_FLAG_ELIDED)) ||
         r->payload_len != 0 || r->length == 0)
       return RLOG_EINVAL;
     break;

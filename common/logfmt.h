@@ -104,6 +104,11 @@ enum rlog_op {
                                    * offset = the pass's base seq (the
                                    * CONTROL RESYNC's), so an older
                                    * pass's end record ends nothing */
+#define RLOG_FLAG_ELIDED    0x10  /* write, SYNC, in a secondary's log
+                                   * only: applied in place during an
+                                   * in-place resync, its data NOT in the
+                                   * log (payload_len 0); replay skips it
+                                   * (docs/design.md 21.4) */
 
 struct rlog_sb {
   uint32_t version;

@@ -260,10 +260,12 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
     }
     /* On the wire a record occupies its unpadded size. */
     need = rlog_rec_size (r.payload_len);
-    if (r.op == RLOG_OP_WRAP || need > len - off) {
+    if (r.op == RLOG_OP_WRAP || (r.flags & RLOG_FLAG_ELIDED) ||
+        need > len - off) {
       snprintf (why, whylen, "record %" PRIu32 " of the batch: %s", n,
                 r.op == RLOG_OP_WRAP ? "WRAP record on the wire"
-                : "truncated");
+                : (r.flags & RLOG_FLAG_ELIDED) ? "a record without its "
+                "data (ELIDED) on the wire" : "truncated");
       return WIRE_EINVAL;
     }
     if (!rlog_rec_verify (records + off, records + off + RLOG_REC_HDR_SIZE,

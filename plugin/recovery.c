@@ -116,7 +116,24 @@ replica_recover (struct replica *r)
       nbdkit_debug ("replay: seq %" PRIu64 " %s offset %" PRIu64
                     " length %" PRIu32, rec.seq, rlog_op_name (rec.op),
                     rec.offset, rec.length);
-    if (apply_record (r, &rec, payload) == -1)
+    if (rec.flags & RLOG_FLAG_ELIDED) {
+      /* A re-sent block of an in-place resync: its data went to the
+       * disk only, and the disk is marked inconsistent, so the primary
+       * runs a new pass over every block (docs/design.md 21.4).  In
+       * any other log it means damage: its data is lost.
+       */
+      if (r->role != RLOG_ROLE_SECONDARY ||
+          !(r->log->sb.flags & RLOG_SB_INCONSISTENT)) {
+        nbdkit_error ("replica-log: %s: record seq %" PRIu64 " (a re-sent "
+                      "block of an in-place resync) holds no data, but the "
+                      "volume is not marked inconsistent: the log is "
+                      "damaged; refusing to replay it", r->log_path,
+                      rec.seq);
+        goto fail;
+      }
+      r->elided_skipped++;
+    }
+    else if (apply_record (r, &rec, payload) == -1)
       goto fail;
     last_seq = rec.seq;
     last_epoch = rec.epoch;
@@ -134,9 +151,11 @@ replica_recover (struct replica *r)
   snprintf (r->replay_stop, sizeof r->replay_stop, "%s", scan.why);
   if (scan.records > 0)
     nbdkit_debug ("replica: replayed %" PRIu64 " records after checkpoint "
-                  "seq %" PRIu64 ", up to seq %" PRIu64 "; log ends: %s (%s)",
+                  "seq %" PRIu64 ", up to seq %" PRIu64 " (%" PRIu64 " of "
+                  "them without data, skipped: an in-place resync); log "
+                  "ends: %s (%s)",
                   scan.records, r->log->sb.checkpoint_seq, last_seq,
-                  rlog_stop_name (scan.stop), scan.why);
+                  r->elided_skipped, rlog_stop_name (scan.stop), scan.why);
   else
     nbdkit_debug ("replica: nothing to replay after checkpoint seq %" PRIu64
                   "; log ends: %s (%s)", r->log->sb.checkpoint_seq,

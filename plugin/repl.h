@@ -145,6 +145,7 @@ extern void secondary_status (json_object *o);
 extern void secondary_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
                                         uint64_t *lsn);
 struct rlog_sb;
+extern int secondary_promote_prepare (void);
 extern bool secondary_promote_fixup (struct rlog_sb *sb);
 extern void secondary_promoted (const struct rlog_sb *sb, bool rolled_back);
 

@@ -771,6 +771,11 @@ replica_promote (struct replica *r, bool force, const char **why)
     return -1;
   }
   pthread_mutex_lock (&r->ckpt_lock);
+  if (secondary_promote_prepare () == -1) {
+    pthread_mutex_unlock (&r->ckpt_lock);
+    *why = "flushing the volume failed";
+    return -1;
+  }
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   sb.role = RLOG_ROLE_PRIMARY;

@@ -49,6 +49,7 @@ struct replica {
   enum volume_state state;
   char fault[256];              /* why FAILED, for status */
   uint64_t replayed_records;
+  uint64_t elided_skipped;      /* of them: without data (ELIDED), skipped */
   uint64_t checkpoints;
   uint64_t backing_errors;
   char replay_stop[RLOG_ERRLEN]; /* why the log ended at the last replay */

@@ -29,6 +29,12 @@ struct secondary_state {
   uint64_t resync_base;             /* ... from this base: only its own
                                      * SYNC_END ends it */
   uint64_t staged_records;
+  bool elide;                       /* in place (INCONSISTENT durably set,
+                                     * not staging), before the pass's
+                                     * SYNC_END: re-sent writes are logged
+                                     * as headers only (mark_elided) */
+  bool end_queued;                  /* this pass's SYNC_END is queued */
+  uint64_t elided_records, elided_bytes;
   bool quiesced;                    /* promoted: no more batches */
   unsigned sessions;                /* authenticated replication conns */
   uint64_t batches, records, bytes, refused;

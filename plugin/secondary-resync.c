@@ -140,6 +140,8 @@ resync_begin (const struct wire_control *ctl, int *err)
     S.applied_epoch = ctl->epoch;
   }
   S.staging = stage;
+  S.elide = !stage;             /* INCONSISTENT is durable now */
+  S.end_queued = false;
   S.staged_records = 0;
   S.resyncing = true;
   S.resync_base = ctl->seq;
@@ -211,14 +213,35 @@ apply_staged (uint64_t upto)
 }
 
 /* The SYNC_END record is applied: the disk is a state of the primary
- * again.
+ * again.  First a checkpoint: the disk is flushed and the checkpoint
+ * passes every record up to the end record's unit (all applied), so
+ * the elided records (mark_elided: all before the end record) are
+ * durable on the disk and out of replay's reach before the superblock
+ * says the disk is consistent.  A crash in between leaves INCONSISTENT
+ * set: the primary runs a new pass.
  */
 static int
 resync_end (uint64_t seq)
 {
   struct rlog_sb sb;
+  uint64_t cseq, cepoch, clsn;
   int r;
 
+  pthread_mutex_lock (&rep.ckpt_lock);
+  journal_checkpoint_point (&rep.journal, &cseq, &cepoch, &clsn);
+  repl_clamp_checkpoint (&cseq, &cepoch, &clsn);
+  r = cseq < seq ? -1 : checkpoint_now (&rep, cseq, cepoch, clsn);
+  pthread_mutex_unlock (&rep.ckpt_lock);
+  if (r == -1) {
+    /* checkpoint_now failed the volume; a point before the end record
+     * is a bug (every record up to it is applied).
+     */
+    if (cseq < seq)
+      replica_fail (&rep, EIO, "ending the resync: the checkpoint is at "
+                    "seq %" PRIu64 ", before the end record %" PRIu64,
+                    cseq, seq);
+    return 1;
+  }
   pthread_mutex_lock (&rep.log->sb_lock);
   sb = rep.log->sb;
   sb.flags &= ~(RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC | RLOG_SB_STAGING);
@@ -231,6 +254,7 @@ resync_end (uint64_t seq)
   }
   pthread_mutex_lock (&S.lock);
   S.resyncing = false;
+  S.elide = false;
   pthread_mutex_unlock (&S.lock);
   nbdkit_debug ("replica: resync complete at the primary's seq %" PRIu64
                 ": this secondary is consistent", seq);
@@ -307,6 +331,14 @@ commit_unit (struct junit *u, int *err)
                     "the resync ends (a larger log keeps it consistent "
                     "through larger resyncs)");
       r = apply_staged (last);
+      if (r == 0) {
+        /* In place from now on (INCONSISTENT is durable): elide, unless
+         * the end record was queued meanwhile.
+         */
+        pthread_mutex_lock (&S.lock);
+        S.elide = S.resyncing && !S.end_queued;
+        pthread_mutex_unlock (&S.lock);
+      }
     }
     if (r)
       *err = EIO;
@@ -330,6 +362,31 @@ secondary_clamp_checkpoint (uint64_t *seq, uint64_t *epoch, uint64_t *lsn)
     pthread_mutex_unlock (&rep.log->sb_lock);
   }
   pthread_mutex_unlock (&S.lock);
+}
+
+/* Promote (replica_promote, ckpt_lock held, quiesced: every queued
+ * record is applied), before the superblock write: a resync in place
+ * may have left elided records after the checkpoint, whose data only
+ * the disk holds and which replay would skip.  Flush the disk and move
+ * the checkpoint past them first (a consistent log never holds one).
+ * Returns 0, or -1 (the volume failed).
+ */
+int
+secondary_promote_prepare (void)
+{
+  uint64_t seq, epoch, lsn;
+  uint32_t flags;
+
+  pthread_mutex_lock (&S.lock);
+  S.elide = false;
+  pthread_mutex_unlock (&S.lock);
+  pthread_mutex_lock (&rep.log->sb_lock);
+  flags = rep.log->sb.flags;
+  pthread_mutex_unlock (&rep.log->sb_lock);
+  if (!(flags & RLOG_SB_INCONSISTENT) || (flags & RLOG_SB_STAGING))
+    return 0;
+  journal_checkpoint_point (&rep.journal, &seq, &epoch, &lsn);
+  return checkpoint_now (&rep, seq, epoch, lsn);
 }
 
 /* Promote (replica_promote, sb_lock held, quiesced): a staged resync is

@@ -256,9 +256,46 @@ collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
   e->epoch = r->epoch;
   if (r->op == RLOG_OP_WRITE) {
     e->payload = payload;
-    e->payload_crc = rlog_payload_crc (payload, r->length);
+    /* A re-sent block's may not be needed (mark_elided). */
+    if (!(r->flags & RLOG_FLAG_SYNC))
+      e->payload_crc = rlog_payload_crc (payload, r->length);
   }
   return 0;
+}
+
+/* During an in-place resync the disk is inconsistent anyway (the
+ * superblock says so, durably) and a crash makes the primary run a new
+ * pass over every block it may have touched.  So a re-sent block needs
+ * no copy in our log: its record is logged as a header (flag ELIDED,
+ * which keeps the seq chain whole) and its data goes to the disk only,
+ * applied in seq order like any record.  This saves writing every
+ * re-sent byte twice.  Replay skips such records; resync_end makes the
+ * disk durable and moves the checkpoint past them before it clears
+ * INCONSISTENT, so a consistent log never holds one.  Records after
+ * the pass's own SYNC_END keep their data.  S.lock held (docs/design.md
+ * 21.4).
+ */
+static void
+mark_elided (struct jentry *ents, size_t n)
+{
+  for (size_t i = 0; i < n; ++i) {
+    struct jentry *e = &ents[i];
+
+    if (e->op == RLOG_OP_FLUSH && (e->flags & RLOG_FLAG_SYNC_END) &&
+        S.resyncing && e->offset == S.resync_base) {
+      S.elide = false;
+      S.end_queued = true;
+    }
+    if (e->op != RLOG_OP_WRITE || !(e->flags & RLOG_FLAG_SYNC))
+      continue;
+    if (S.elide) {
+      e->flags |= RLOG_FLAG_ELIDED;
+      S.elided_records++;
+      S.elided_bytes += e->length;
+    }
+    else
+      e->payload_crc = rlog_payload_crc (e->payload, e->length);
+  }
 }
 
 /* Records we hold already (a batch resent after a reconnect) are
@@ -329,7 +366,8 @@ split_units (struct jentry *ents, size_t n, struct junit *units)
   size_t nu = 0;
 
   for (size_t i = 0; i < n; ++i) {
-    uint32_t sz = rlog_rec_size (ents[i].op == RLOG_OP_WRITE
+    uint32_t sz = rlog_rec_size (ents[i].op == RLOG_OP_WRITE &&
+                                 !(ents[i].flags & RLOG_FLAG_ELIDED)
                                  ? ents[i].length : 0);
     if (nu == 0 || bytes + sz > max) {
       units[nu++] = (struct junit) { .entries = &ents[i] };
@@ -504,6 +542,7 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
   ents = col.ents + first;
   nnew = col.n - first;
   if (nnew > 0) {
+    mark_elided (ents, nnew);
     nu = split_units (ents, nnew, units);
     for (size_t i = 0; i < nu; ++i) {
       if (journal_enqueue (&rep.journal, &units[i]) == -1) {
@@ -619,6 +658,8 @@ secondary_status (json_object *o)
   }
   add_u64 (o, "applied_seq", S.applied_seq);
   add_u64 (o, "staged_records", S.staging ? S.staged_records : 0);
+  add_u64 (o, "elided_records", S.elided_records);
+  add_u64 (o, "elided_bytes", S.elided_bytes);
   add_u64 (o, "received_seq", S.enq_seq);
   add_u64 (o, "batches_received", S.batches);
   add_u64 (o, "records_received", S.records);

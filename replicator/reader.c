@@ -81,6 +81,15 @@ reader_next (struct reader *r, uint64_t limit, struct rlog_rec *rec,
         reader_stop (r);
         return 0;
       }
+      if (rec->flags & RLOG_FLAG_ELIDED) {
+        /* Only a secondary's in-place resync logs them, and promote
+         * checkpoints past them: never shipped.
+         */
+        snprintf (why, whylen, "local log: record seq %" PRIu64 " holds "
+                  "no data (an in-place resync's): it cannot be shipped",
+                  rec->seq);
+        return -1;
+      }
       r->lsn = r->s.lsn;
       r->prev_seq = rec->seq;
       r->prev_epoch = rec->epoch;

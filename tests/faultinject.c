@@ -13,6 +13,8 @@
  *                (a write that reached the disk but failed, e.g. ENOSPC
  *                on a later block or a device error after the transfer)
  *   once         remove the trigger file after the first injection
+ *   slow         no error: the call sleeps 2 s, then is made (a slow
+ *                disk; with fdatasync, a backing flush that lags)
  *
  * No nbdkit or libnbd symbol is touched: the shim only sits between
  * the process and the libc.  Preload it after any sanitizer runtime.
@@ -34,7 +36,7 @@
 
 struct fault {
   int err;
-  bool pwritev, fdatasync, written, once;
+  bool pwritev, fdatasync, written, once, slow;
 };
 
 static const struct { const char *name; int err; } errnames[] = {
@@ -85,6 +87,8 @@ armed (int fd, struct fault *f)
       f->written = true;
     else if (strcmp (tok, "once") == 0)
       f->once = true;
+    else if (strcmp (tok, "slow") == 0)
+      f->slow = true;
     else
       for (size_t i = 0; i < sizeof errnames / sizeof errnames[0]; ++i)
         if (strcmp (tok, errnames[i].name) == 0)
@@ -113,6 +117,11 @@ do_pwritev (const char *sym, int fd, const struct iovec *iov, int n,
   struct fault f;
 
   if (armed (fd, &f) && f.pwritev) {
+    if (f.slow) {
+      fired (&f);
+      sleep (2);
+      return real (fd, iov, n, off);
+    }
     if (f.written && real (fd, iov, n, off) == -1)
       return -1;
     fired (&f);
@@ -142,6 +151,10 @@ fdatasync (int fd)
 
   if (armed (fd, &f) && f.fdatasync) {
     fired (&f);
+    if (f.slow) {
+      sleep (2);
+      return real (fd);
+    }
     errno = f.err;
     return -1;
   }

@@ -161,7 +161,10 @@ cmd_log_dump (int argc, char **argv)
               rec.seq, lsn, rec.epoch, rlog_op_name (rec.op), rec.offset,
               rec.length,
               rec.flags & RLOG_FLAG_FUA ? "fua" :
-              rec.flags & RLOG_FLAG_MAY_TRIM ? "trim" : "-",
+              rec.flags & RLOG_FLAG_MAY_TRIM ? "trim" :
+              rec.flags & RLOG_FLAG_ELIDED ? "elided" :
+              rec.flags & RLOG_FLAG_SYNC_END ? "end" :
+              rec.flags & RLOG_FLAG_SYNC ? "sync" : "-",
               rec.timestamp_ns / 1000000000, rec.timestamp_ns % 1000000000);
   }
   printf ("%" PRIu64 " records; end of log at lsn %" PRIu64 ": %s (%s)\n",
@@ -242,6 +245,14 @@ cmd_log_replay (int argc, char **argv)
     if (rec.offset + rec.length > (uint64_t) st.st_size) {
       fprintf (stderr, "replicactl: seq %" PRIu64 " lies beyond the end "
                "of %s\n", rec.seq, image);
+      ret = 1;
+      break;
+    }
+    if (rec.flags & RLOG_FLAG_ELIDED) {
+      fprintf (stderr, "replicactl: seq %" PRIu64 " holds no data (a block "
+               "re-sent by an in-place resync, written to the volume "
+               "only): this log cannot rebuild the image, which is "
+               "inconsistent until the resync ends\n", rec.seq);
       ret = 1;
       break;
     }

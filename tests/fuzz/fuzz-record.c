@@ -34,8 +34,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       r.rec_size > RLOG_MAX_REC_SIZE ||
       r.rec_size < rlog_rec_size (r.payload_len) ||
       r.payload_len > RLOG_MAX_PAYLOAD ||
-      (r.op == RLOG_OP_WRITE ? r.payload_len != r.length
-                             : r.payload_len != 0) ||
+      (r.op == RLOG_OP_WRITE && !(r.flags & RLOG_FLAG_ELIDED)
+       ? r.payload_len != r.length : r.payload_len != 0) ||
+      ((r.flags & RLOG_FLAG_ELIDED) &&
+       (r.op != RLOG_OP_WRITE || !(r.flags & RLOG_FLAG_SYNC) ||
+        r.length == 0 || r.length > RLOG_MAX_PAYLOAD)) ||
       r.offset + r.length < r.offset)
     abort ();
 

@@ -172,6 +172,9 @@ START_TEST (test_append_rejects_unreplayable)
     { "unknown op", 9, 0, 0, 512 },
     { "WRAP op from a submitter", RLOG_OP_WRAP, 0, 0, 0 },
     { "unknown flag", RLOG_OP_ZERO, 0x80, 0, 512 },
+    { "elided write without SYNC", RLOG_OP_WRITE, RLOG_FLAG_ELIDED, 0, 512 },
+    { "elided zero", RLOG_OP_ZERO, RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED, 0,
+      512 },
     { "range past 2^64", RLOG_OP_ZERO, 0, UINT64_MAX - 100, 4096 },
   };
 
@@ -193,6 +196,58 @@ START_TEST (test_append_rejects_unreplayable)
                    "corrupt, losing it and every later record", bad[i].what,
                    r);
   }
+  free (big);
+  jt_stop (c);
+}
+END_TEST
+
+/* An elided write (a secondary's in-place resync) is logged as its
+ * header alone: 64 bytes of ring, payload_len 0, the CRC of the header;
+ * it scans back in seq order with the records around it, which keep
+ * their payloads.
+ */
+START_TEST (test_append_elided)
+{
+  struct jctx *c = jt_start ("elided", NULL, NULL);
+  uint8_t *big = malloc (RLOG_MAX_PAYLOAD);
+  const uint32_t sync_elided = RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED;
+  struct jentry e[4];
+  struct junit u = { .entries = e, .n = 4 };
+  struct rlog_scan s;
+  struct rlog_rec rec;
+  const uint8_t *payload;
+  size_t got = 0;
+
+  ck_assert_ptr_nonnull (big);
+  tu_fill (big, RLOG_MAX_PAYLOAD, 5);
+  set_entry (&e[0], RLOG_OP_WRITE, sync_elided, 0, RLOG_MAX_PAYLOAD, big);
+  set_entry (&e[1], RLOG_OP_WRITE, RLOG_FLAG_SYNC, 1 << 20, 4096, big);
+  set_entry (&e[2], RLOG_OP_WRITE, sync_elided, 2 << 20, RLOG_MAX_PAYLOAD,
+             big);
+  set_entry (&e[3], RLOG_OP_WRITE, 0, 3 << 20, 512, big);
+  ck_assert_int_eq (journal_append (&c->j, &u), 0);
+  ck_assert_uint_eq (e[0].rec.payload_len, 0);
+  ck_assert_uint_eq (e[0].rec.rec_size, RLOG_REC_HDR_SIZE);
+  ck_assert_uint_eq (e[1].rec.payload_len, 4096);
+  ck_assert_uint_eq (e[2].rec.payload_len, 0);
+  /* Two 1 MiB writes cost two headers, not 2 MiB. */
+  ck_assert_uint_le (c->j.head_lsn, 3 * RLOG_BLOCK);
+
+  ck_assert_int_eq (rlog_scan_init (&s, c->log), 0);
+  while (rlog_scan_next (&s, &rec, &payload) == 1) {
+    ck_assert_uint_eq (rec.seq, got + 1);
+    ck_assert_uint_eq (rec.flags, e[got].flags);
+    ck_assert_uint_eq (rec.length, e[got].length);
+    ck_assert_uint_eq (rec.payload_len,
+                       (e[got].flags & RLOG_FLAG_ELIDED) ? 0 : e[got].length);
+    if (rec.payload_len)
+      ck_assert_int_eq (memcmp (payload, big, rec.payload_len), 0);
+    journal_complete (&c->j, &e[got]);
+    got++;
+  }
+  ck_assert_uint_eq (got, 4);
+  ck_assert_int_eq (s.stop, RLOG_STOP_EMPTY);
+  rlog_scan_free (&s);
   free (big);
   jt_stop (c);
 }
@@ -509,6 +564,7 @@ journal_suite (void)
   tcase_add_test (tc, test_append_scan);
   tcase_add_test (tc, test_append_einval);
   tcase_add_test (tc, test_append_rejects_unreplayable);
+  tcase_add_test (tc, test_append_elided);
   tcase_add_test (tc, test_wraparound);
   tcase_add_test (tc, test_checkpoint_inflight);
   tcase_add_test (tc, test_restart);

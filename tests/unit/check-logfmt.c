@@ -191,9 +191,24 @@ POKE (poke_version2, h[R_VERSION] = 2)
 POKE (poke_hdrsize, put_le16 (h + R_HDRSIZE, 128))
 POKE (poke_reserved, put_le32 (h + R_RESERVED, 1))
 POKE (poke_reserved_hi, h[R_RESERVED + 3] = 0x80)
-POKE (poke_flags, put_le32 (h + R_FLAGS, 0x10))
+POKE (poke_flags, put_le32 (h + R_FLAGS, 0x20))
 /* SYNC_END belongs to a flush only; a wrap takes no flags. */
 POKE (poke_sync_end, put_le32 (h + R_FLAGS, RLOG_FLAG_SYNC_END))
+/* ELIDED: a SYNC write's header without its payload, nothing else. */
+POKE (poke_elided, put_le32 (h + R_FLAGS, RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED);
+      put_le32 (h + R_PAYLOAD, 0); put_le32 (h + R_RECSIZE, 64))
+POKE (poke_elided_nosync, put_le32 (h + R_FLAGS, RLOG_FLAG_ELIDED);
+      put_le32 (h + R_PAYLOAD, 0); put_le32 (h + R_RECSIZE, 64))
+POKE (poke_elided_payload, put_le32 (h + R_FLAGS,
+                                     RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED))
+POKE (poke_elided_nolength, put_le32 (h + R_FLAGS,
+                                      RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED);
+      put_le32 (h + R_PAYLOAD, 0); put_le32 (h + R_RECSIZE, 64);
+      put_le32 (h + R_LENGTH, 0))
+POKE (poke_elided_huge, put_le32 (h + R_FLAGS,
+                                  RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED);
+      put_le32 (h + R_PAYLOAD, 0); put_le32 (h + R_RECSIZE, 64);
+      put_le32 (h + R_LENGTH, RLOG_MAX_PAYLOAD + 1))
 POKE (poke_op0, h[R_OP] = 0)
 POKE (poke_op6, h[R_OP] = 6)
 POKE (poke_op255, h[R_OP] = 255)
@@ -246,6 +261,15 @@ START_TEST (test_rec_reject)
   REJECT (RLOG_OP_WRITE, poke_flags, RLOG_EINVAL);
   REJECT (RLOG_OP_WRITE, poke_sync_end, RLOG_EINVAL);
   REJECT (RLOG_OP_ZERO, poke_sync_end, RLOG_EINVAL);
+  REJECT (RLOG_OP_WRITE, poke_elided, RLOG_OK);
+  REJECT (RLOG_OP_WRITE, poke_elided_nosync, RLOG_EINVAL);
+  REJECT (RLOG_OP_WRITE, poke_elided_payload, RLOG_EINVAL);
+  REJECT (RLOG_OP_WRITE, poke_elided_nolength, RLOG_EINVAL);
+  REJECT (RLOG_OP_WRITE, poke_elided_huge, RLOG_EINVAL);
+  REJECT (RLOG_OP_ZERO, poke_elided, RLOG_EINVAL);
+  REJECT (RLOG_OP_TRIM, poke_elided, RLOG_EINVAL);
+  REJECT (RLOG_OP_FLUSH, poke_elided, RLOG_EINVAL);
+  REJECT (RLOG_OP_WRAP, poke_elided, RLOG_EINVAL);
   REJECT (RLOG_OP_WRITE, poke_op0, RLOG_EINVAL);
   REJECT (RLOG_OP_ZERO, poke_op6, RLOG_EINVAL);
   REJECT (RLOG_OP_FLUSH, poke_op255, RLOG_EINVAL);

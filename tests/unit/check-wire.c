@@ -149,6 +149,26 @@ START_TEST (test_batch_walk)
                                      why, sizeof why), WIRE_ECRC);
   recs[RLOG_REC_HDR_SIZE + 5] ^= 1;
 
+  /* A record without its data (a secondary's in-place resync logs
+   * them) is never valid on the wire, even with a valid CRC.
+   */
+  {
+    static uint8_t er[1024];
+    struct wire_batch be = { .prev_seq = 10, .prev_epoch = 3, .first_seq = 11,
+                             .last_seq = 11, .count = 1 };
+    struct rlog_rec r = { .op = RLOG_OP_WRITE, .seq = 11, .epoch = 3,
+                          .flags = RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED,
+                          .length = 4096, .rec_size = RLOG_REC_HDR_SIZE };
+    rlog_rec_seal (&r, er, 0);
+    be.raw_len = be.wire_len = RLOG_REC_HDR_SIZE;
+    n = 0;
+    ck_assert_int_eq (wire_batch_walk (&be, er, RLOG_REC_HDR_SIZE, 1 << 20,
+                                       count_cb, &n, why, sizeof why),
+                      WIRE_EINVAL);
+    ck_assert_ptr_nonnull (strstr (why, "ELIDED"));
+    ck_assert_int_eq (n, 0);
+  }
+
   /* Not following prev_seq: refused before any callback. */
   b2 = b;
   b2.prev_seq = 9;
