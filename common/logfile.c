@@ -447,6 +447,7 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
                 const uint8_t **payload)
 {
   const struct rlog_sb *sb = &s->log->sb;
+  uint8_t *buf = s->into ? s->into : s->buf;
 
   for (;;) {
     uint64_t off = rlog_lsn_to_off (sb, s->lsn);
@@ -457,11 +458,11 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
       return 0;
     if (s->lsn - s->start_lsn >= sb->ring_size)
       return scan_stop (s, RLOG_STOP_FULL, "scanned the whole ring");
-    if (rlog_full_pread (s->log->fd, s->buf, RLOG_REC_HDR_SIZE, off) == -1)
+    if (rlog_full_pread (s->log->fd, buf, RLOG_REC_HDR_SIZE, off) == -1)
       return scan_stop (s, RLOG_STOP_IOERR, "read at lsn %" PRIu64 ": %m",
                         s->lsn);
-    e = rlog_rec_decode_hdr (s->buf, RLOG_REC_HDR_SIZE, RLOG_MAX_REC_SIZE, rec);
-    if (e == RLOG_EMAGIC && all_zero (s->buf, RLOG_REC_HDR_SIZE))
+    e = rlog_rec_decode_hdr (buf, RLOG_REC_HDR_SIZE, RLOG_MAX_REC_SIZE, rec);
+    if (e == RLOG_EMAGIC && all_zero (buf, RLOG_REC_HDR_SIZE))
       return scan_stop (s, RLOG_STOP_EMPTY, "never-written space at lsn %"
                         PRIu64, s->lsn);
     if (e != RLOG_OK)
@@ -471,11 +472,11 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
       return scan_stop (s, RLOG_STOP_CORRUPT, "record at lsn %" PRIu64
                         " crosses the end of the ring", s->lsn);
     if (rec->payload_len > 0 &&
-        rlog_full_pread (s->log->fd, s->buf + RLOG_REC_HDR_SIZE,
+        rlog_full_pread (s->log->fd, buf + RLOG_REC_HDR_SIZE,
                          rec->payload_len, off + RLOG_REC_HDR_SIZE) == -1)
       return scan_stop (s, RLOG_STOP_IOERR, "read at lsn %" PRIu64 ": %m",
                         s->lsn);
-    if (!rlog_rec_verify (s->buf, s->buf + RLOG_REC_HDR_SIZE,
+    if (!rlog_rec_verify (buf, buf + RLOG_REC_HDR_SIZE,
                           rec->payload_len))
       return scan_stop (s, RLOG_STOP_CORRUPT, "record seq %" PRIu64
                         " at lsn %" PRIu64 ": checksum mismatch (torn or "
@@ -494,7 +495,7 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
     if (rec->op == RLOG_OP_WRAP)
       continue;
     s->records++;
-    *payload = s->buf + RLOG_REC_HDR_SIZE;
+    *payload = buf + RLOG_REC_HDR_SIZE;
     return 1;
   }
 }

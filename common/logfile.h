@@ -90,6 +90,9 @@ struct rlog_scan {
   enum rlog_stop stop;
   char why[RLOG_ERRLEN];     /* human-readable stop reason */
   uint8_t *buf;
+  uint8_t *into;             /* if set, the next record is read here
+                              * instead of buf (RLOG_MAX_REC_SIZE bytes
+                              * of room), e.g. straight into a batch */
 };
 
 extern int rlog_scan_init (struct rlog_scan *s, struct rlog *log);
@@ -99,8 +102,9 @@ extern int rlog_scan_init (struct rlog_scan *s, struct rlog *log);
 extern int rlog_scan_init_at (struct rlog_scan *s, struct rlog *log,
                               uint64_t lsn, uint64_t prev_seq,
                               uint64_t prev_epoch);
-/* Returns 1 and the next valid record (payload in s->buf after the
- * header, valid until the next call), or 0 at the end (s->stop, s->why).
+/* Returns 1 and the next valid record (header and payload in s->buf,
+ * or s->into if set, valid until the next call), or 0 at the end
+ * (s->stop, s->why).
  */
 extern int rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
                            const uint8_t **payload);

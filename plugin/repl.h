@@ -116,6 +116,11 @@ extern void sync_link_lost (void);
 extern bool sync_acked (uint64_t seq);
 extern void sync_sums (const struct chan_msg *m);
 extern void sync_client_write (void);
+/* Around every change to a primary's volume, range lock held: the walk
+ * may re-send what it read before unless a change began meanwhile.
+ */
+extern void sync_change_begin (void);
+extern void sync_change_end (void);
 extern int sync_verify (bool repair, const char **why);
 extern void sync_status (json_object *o);
 

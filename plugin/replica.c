@@ -522,6 +522,7 @@ journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
   __atomic_store_n (&c->wrote, true, __ATOMIC_RELEASE);
   sync_client_write ();         /* a resync yields to busy clients */
   rangelock_acquire (&rep.ranges, &range, offset, count);
+  sync_change_begin ();         /* the volume changes from here on */
   /* Units of at most a quarter of the ring, so a request larger than
    * the log still makes progress (each unit is applied, hence freeable,
    * before the next is appended).
@@ -548,6 +549,7 @@ journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
     if (ret >= 0)               /* the unit's records are durable */
       last_seq = ents[done - 1].rec.seq;
   }
+  sync_change_end ();
   rangelock_release (&rep.ranges, &range);
   /* Sync mode: the reply waits for the peer's log too (its round trip
    * started before our own log sync: repl_journal_notify); so does the

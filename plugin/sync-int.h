@@ -65,6 +65,11 @@ struct sync_state {
   size_t nours;
   /* Client activity (sync_client_write), for yielding. */
   uint64_t client_writes, seen_writes, busy_until_ns;
+  /* Changes to the volume (sync_change_begin/_end; atomics, not under
+   * the lock): started so far, and in progress now.
+   */
+  uint64_t changes_started, changes_active;
+  uint64_t reused_bytes;        /* re-sent from the walk's read */
 };
 extern struct sync_state Y;
 
@@ -76,6 +81,19 @@ extern bool aborted (uint64_t gen);             /* Y.lock held */
 extern int read_volume (void *buf, uint64_t len, uint64_t off);
 extern uint32_t block_len (uint64_t off, uint32_t i);
 
+/* Taken before a read of the volume: was any change to the volume in
+ * progress, and how many had started (sync_snap_take).  If none was in
+ * progress and none has started since (sync_snap_unchanged), every
+ * change that reached the range before the read had completed, so the
+ * bytes read are still the volume's.
+ */
+struct vol_snap {
+  uint64_t started;
+  bool quiet;
+};
+extern void sync_snap_take (struct vol_snap *s);
+extern bool sync_snap_unchanged (const struct vol_snap *s);
+
 /* sync-read.c: the walk's reader thread, which reads the chunks asked
  * for ahead into buffers of their own (slots 0 .. READER_SLOTS - 1).
  */
@@ -83,11 +101,13 @@ struct chunk_reader;
 extern struct chunk_reader *chunk_reader_start (size_t bufsize);
 extern void chunk_reader_ask (struct chunk_reader *r, int slot, uint64_t off,
                               uint64_t len);
-extern uint8_t *chunk_reader_wait (struct chunk_reader *r, int slot);
+extern uint8_t *chunk_reader_wait (struct chunk_reader *r, int slot,
+                                   struct vol_snap *snap);
 extern void chunk_reader_stop (struct chunk_reader *r);
 
 /* sync-resend.c: re-log the blocks of a chunk where diff[i] is set. */
 extern int resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
-                         uint64_t gen, uint64_t t0);
+                         uint64_t gen, uint64_t t0, const uint8_t *local,
+                         const struct vol_snap *snap);
 
 #endif /* REPLICA_SYNC_INT_H */

@@ -8,7 +8,8 @@
  * peer for its sums, and waits for it when its turn comes.  These reads
  * only find what differs (a torn read costs a needless resend at
  * most); what is re-sent is read again under its range lock
- * (sync-resend.c).
+ * (sync-resend.c), unless no change to the volume was in progress or
+ * has started since the read (struct vol_snap).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct chunk_reader {
     uint8_t *buf;
     uint64_t off, len, order;   /* order: the slot asked first is read
                                  * first */
+    struct vol_snap snap;       /* taken before the read */
     enum slot_state state;
     int err;
   } slot[READER_SLOTS];
@@ -64,6 +66,7 @@ reader_thread (void *arg)
       break;
     r->slot[i].state = SLOT_READING;
     pthread_mutex_unlock (&r->lock);
+    sync_snap_take (&r->slot[i].snap);
     if (read_volume (r->slot[i].buf, r->slot[i].len, r->slot[i].off) == -1)
       err = errno ? errno : EIO;
     pthread_mutex_lock (&r->lock);
@@ -117,9 +120,11 @@ chunk_reader_ask (struct chunk_reader *r, int i, uint64_t off, uint64_t len)
   pthread_mutex_unlock (&r->lock);
 }
 
-/* Wait for slot i's read; its buffer, or NULL (errno set). */
+/* Wait for slot i's read; its buffer, or NULL (errno set); *snap: the
+ * volume's changes as they were before the read.
+ */
 uint8_t *
-chunk_reader_wait (struct chunk_reader *r, int i)
+chunk_reader_wait (struct chunk_reader *r, int i, struct vol_snap *snap)
 {
   int err;
 
@@ -127,6 +132,7 @@ chunk_reader_wait (struct chunk_reader *r, int i)
   while (r->slot[i].state == SLOT_ASKED || r->slot[i].state == SLOT_READING)
     pthread_cond_wait (&r->cond, &r->lock);
   err = r->slot[i].state == SLOT_DONE ? r->slot[i].err : EINVAL;
+  *snap = r->slot[i].snap;
   r->slot[i].state = SLOT_IDLE;
   pthread_mutex_unlock (&r->lock);
   if (err) {

@@ -77,11 +77,18 @@ struct run {
  * and queue it before releasing it, so every client write to the range
  * is either in what we read and before our record in the log, or after
  * both (the journal writes units in the order they were queued).  Our
- * disk holds the data already: nothing is applied here.
+ * disk holds the data already: nothing is applied here.  The walk's
+ * read of the range (pre, the chunk reader's buffer, stable until the
+ * chunk's runs are finished) stands for that read if no change to the
+ * volume was in progress when it began nor has started since
+ * (sync_snap_unchanged, asked under the lock): the bytes are then the
+ * volume's now.
  */
 static int
-resend_run (struct run *run, uint64_t off, uint32_t len, bool *busy)
+resend_run (struct run *run, uint64_t off, uint32_t len, bool *busy,
+            const uint8_t *pre, const struct vol_snap *snap)
 {
+  const uint8_t *data;
   struct range range;
   uint32_t bs = 1u << block_shift ();
   size_t maxe = (len + bs - 1) / bs;
@@ -101,13 +108,19 @@ resend_run (struct run *run, uint64_t off, uint32_t len, bool *busy)
   }
   else
     rangelock_acquire (&rep.ranges, &range, off, len);
-  run->buf = malloc (len);
   run->ents = calloc (maxe, sizeof *run->ents);
-  if (!run->buf || !run->ents || read_volume (run->buf, len, off) == -1)
+  if (pre && sync_snap_unchanged (snap)) {
+    data = pre;
+    __atomic_add_fetch (&Y.reused_bytes, len, __ATOMIC_RELAXED);
+  }
+  else
+    data = run->buf = malloc (len);
+  if (!data || !run->ents ||
+      (data == run->buf && read_volume (run->buf, len, off) == -1))
     r = -1;
   else {
     run->u.entries = run->ents;
-    run->u.n = build_entries (run->buf, off, len, run->ents);
+    run->u.n = build_entries (data, off, len, run->ents);
     r = journal_enqueue (&rep.journal, &run->u);
     run->queued = r == 0;
   }
@@ -253,11 +266,13 @@ throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *nr,
 }
 
 /* Re-log the differing blocks of a chunk (diff[i] for block i),
- * contiguous blocks together.
+ * contiguous blocks together; local: the walk's read of the chunk, and
+ * snap its changes snapshot (NULL in full mode: then every run is read).
  */
 int
 resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
-              uint64_t gen, uint64_t t0)
+              uint64_t gen, uint64_t t0, const uint8_t *local,
+              const struct vol_snap *snap)
 {
   struct run *runs = calloc (nblocks, sizeof *runs);
   size_t nr = 0;
@@ -301,15 +316,18 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
     }
     if (ret == 0) {
       bool busy = false;
+      const uint8_t *pre = local ? local + (start - off) : NULL;
 
-      if (resend_run (&runs[nr], start, len, nr > 0 ? &busy : NULL) == -1)
+      if (resend_run (&runs[nr], start, len, nr > 0 ? &busy : NULL,
+                      pre, snap) == -1)
         ret = -1;
       else if (busy) {
         if (finish_runs (runs, nr) == -1)
           ret = -1;
         nr = 0;
         pending = 0;
-        if (ret == 0 && resend_run (&runs[nr], start, len, NULL) == -1)
+        if (ret == 0 &&
+            resend_run (&runs[nr], start, len, NULL, pre, snap) == -1)
           ret = -1;
       }
       nr++;

@@ -306,8 +306,9 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k, bool *diff,
 {
   uint64_t len = req_bytes (q), ndiff;
   const uint8_t *local = NULL;
+  struct vol_snap snap = { 0 };
 
-  if (!full && !(local = chunk_reader_wait (rd, k))) {
+  if (!full && !(local = chunk_reader_wait (rd, k, &snap))) {
     nbdkit_error ("replica: sync: reading the volume at %" PRIu64 ": %m",
                   q->off);
     return -1;
@@ -333,7 +334,7 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k, bool *diff,
   pthread_mutex_lock (&Y.lock);
   Y.differing += ph == PH_VERIFY ? 0 : ndiff;
   pthread_mutex_unlock (&Y.lock);
-  if (resend_chunk (q->off, q->nblocks, diff, gen, t0) == -1)
+  if (resend_chunk (q->off, q->nblocks, diff, gen, t0, local, &snap) == -1)
     return -1;
   pthread_mutex_lock (&Y.lock);
   Y.done += len;
@@ -554,6 +555,7 @@ sync_start_pass (bool initial, bool full, bool bitmap, uint64_t base,
   Y.nours = 0;
   Y.total = bitmap ? dirty_chunk_bytes () : rep.log->sb.backing_size;
   Y.done = Y.sent = Y.differing = 0;
+  __atomic_store_n (&Y.reused_bytes, 0, __ATOMIC_RELAXED);
   Y.t_start_ns = now_ns ();
   Y.t_end_ns = 0;
   snprintf (Y.why, sizeof Y.why, "%s", why);
@@ -611,6 +613,43 @@ void
 sync_client_write (void)
 {
   __atomic_add_fetch (&Y.client_writes, 1, __ATOMIC_RELAXED);
+}
+
+/* The volume's changes (docs/design.md 21.2): a change counts as
+ * active from before it starts to modify the volume until it is
+ * complete, and as started before it modifies anything.  Sequentially
+ * consistent, so that sync_snap_take and sync_snap_unchanged see them
+ * in that order.
+ */
+void
+sync_change_begin (void)
+{
+  __atomic_add_fetch (&Y.changes_active, 1, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch (&Y.changes_started, 1, __ATOMIC_SEQ_CST);
+}
+
+void
+sync_change_end (void)
+{
+  __atomic_sub_fetch (&Y.changes_active, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Before a read: a change started after this is seen by
+ * sync_snap_unchanged; one started before is either active now (not
+ * quiet), or complete, and then in what the read returns.
+ */
+void
+sync_snap_take (struct vol_snap *s)
+{
+  s->started = __atomic_load_n (&Y.changes_started, __ATOMIC_SEQ_CST);
+  s->quiet = __atomic_load_n (&Y.changes_active, __ATOMIC_SEQ_CST) == 0;
+}
+
+bool
+sync_snap_unchanged (const struct vol_snap *s)
+{
+  return s->quiet &&
+    __atomic_load_n (&Y.changes_started, __ATOMIC_SEQ_CST) == s->started;
 }
 
 /* replicactl verify [--repair] (the control thread). */
@@ -707,6 +746,8 @@ sync_status (json_object *o)
                           ? json_object_new_int64 ((Y.total - Y.done) / rate)
                           : NULL);
   add_u64 (o, "sync_sent_bytes", Y.sent);
+  add_u64 (o, "sync_reused_bytes",
+           __atomic_load_n (&Y.reused_bytes, __ATOMIC_RELAXED));
   add_u64 (o, "sync_blocks_differing", Y.differing);
   add_u64 (o, "sync_passes", Y.passes);
   add_u64 (o, "sync_block_size", 1ULL << block_shift ());

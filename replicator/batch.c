@@ -95,24 +95,25 @@ batch_build (struct batch *b, struct reader *r, uint64_t limit,
   while (budget - raw >= RLOG_MAX_REC_SIZE) {
     struct rlog_rec rec;
     const uint8_t *hdr;
+    uint8_t *p;
     uint32_t size;
-    int ret = reader_next (r, limit, &rec, &hdr, why, whylen);
+    int ret;
 
+    /* The record is read straight into the batch. */
+    if (reserve (b, WIRE_BATCH_HDR_SIZE + raw + RLOG_MAX_REC_SIZE,
+                 why, whylen) == -1)
+      return -1;
+    p = b->buf + WIRE_BATCH_HDR_SIZE + raw;
+    ret = reader_next (r, limit, &rec, &hdr, p, why, whylen);
     if (ret == -1)
       return -1;
     if (ret == 0)
       break;
+    assert (hdr == p);
     size = rlog_rec_size (rec.payload_len);
-    if (reserve (b, WIRE_BATCH_HDR_SIZE + raw + size, why, whylen) == -1)
-      return -1;
-    {
-      uint8_t *p = b->buf + WIRE_BATCH_HDR_SIZE + raw;
-      size_t used = RLOG_REC_HDR_SIZE + rec.payload_len;
-
-      memcpy (p, hdr, used);
-      memset (p + used, 0, size - used);  /* the scan buffer may hold
-                                           * garbage there */
-    }
+    /* The alignment after the payload: zeroes on the wire. */
+    memset (p + RLOG_REC_HDR_SIZE + rec.payload_len, 0,
+            size - RLOG_REC_HDR_SIZE - rec.payload_len);
     if (wb->count == 0)
       wb->first_seq = rec.seq;
     wb->last_seq = rec.seq;

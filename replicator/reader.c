@@ -60,7 +60,7 @@ rescan (struct reader *r, char *why, size_t whylen)
 
 int
 reader_next (struct reader *r, uint64_t limit, struct rlog_rec *rec,
-             const uint8_t **hdr, char *why, size_t whylen)
+             const uint8_t **hdr, uint8_t *into, char *why, size_t whylen)
 {
   const uint8_t *payload;
   char err[RLOG_ERRLEN];
@@ -73,6 +73,7 @@ reader_next (struct reader *r, uint64_t limit, struct rlog_rec *rec,
       if (rescan (r, why, whylen) == -1)
         return -1;
     }
+    r->s.into = into;
     if (rlog_scan_next (&r->s, rec, &payload) == 1) {
       if (r->s.lsn > limit) {
         /* Beyond the limit (after a WRAP that ends at it): not written
@@ -93,7 +94,7 @@ reader_next (struct reader *r, uint64_t limit, struct rlog_rec *rec,
       r->lsn = r->s.lsn;
       r->prev_seq = rec->seq;
       r->prev_epoch = rec->epoch;
-      *hdr = r->s.buf;
+      *hdr = payload - RLOG_REC_HDR_SIZE;
       return 1;
     }
     if (r->s.lsn >= limit) {
@@ -128,7 +129,7 @@ reader_locate (struct rlog *log, uint64_t seq, uint64_t epoch, uint64_t lsn,
 
   reader_start (&r, log, lsn, seq, epoch);
   for (;;) {
-    ret = reader_next (&r, limit, &rec, &hdr, why, whylen);
+    ret = reader_next (&r, limit, &rec, &hdr, NULL, why, whylen);
     if (ret <= 0)
       break;                    /* reached the limit (0), or error */
     if (rec.seq == S) {

@@ -125,12 +125,14 @@ struct reader {
 extern void reader_start (struct reader *r, struct rlog *log, uint64_t lsn,
                           uint64_t prev_seq, uint64_t prev_epoch);
 extern void reader_stop (struct reader *r);
-/* 1: a record (*hdr = its header as read, payload after it), 0: none
- * below limit yet, -1: the log is unreadable (why).
+/* 1: a record (*hdr = its header as read, payload after it: at into,
+ * which has RLOG_MAX_REC_SIZE bytes of room, or in the reader's buffer
+ * if into is NULL), 0: none below limit yet, -1: the log is unreadable
+ * (why).
  */
 extern int reader_next (struct reader *r, uint64_t limit,
                         struct rlog_rec *rec, const uint8_t **hdr,
-                        char *why, size_t whylen);
+                        uint8_t *into, char *why, size_t whylen);
 /* Find seq S (epoch E) in the log after the point (seq, epoch, lsn),
  * below limit.  Returns 1 (found: *resume = lsn after it), 0 (not
  * there: passed it, or reached limit), -1 (log unreadable: why).

@@ -11,7 +11,8 @@
 #  as elided records (its log took a small fraction of them); SIGKILL
 #  it with elided records after its checkpoint, restart it: replay
 #  skips them (the disk is marked inconsistent) and the primary's new
-#  pass makes the volumes byte-identical.  Then no elided record is
+#  pass makes the volumes byte-identical (with no client writes, it
+#  re-sends every block from its first read).  Then no elided record is
 #  left after the consistent secondary's checkpoint (SIGKILL right after
 #  the pass, the flushes still slow).
 #  Round "failover": mid-pass, the primary dies and the secondary is
@@ -82,6 +83,13 @@ for round in kill failover; do
             fail "kill: not synced after the restart"
         [ "$(status_field "$TMPD/sec.ctl" resync)" = none ] ||
             fail "kill: the secondary's resync did not end"
+        # No client writes: every re-sent block came from the walk's
+        # own read, none was read again.
+        sent=$(status_field "$TMPD/pri.ctl" sync_sent_bytes)
+        reused=$(status_field "$TMPD/pri.ctl" sync_reused_bytes)
+        [ "$sent" -gt 0 ] && [ "$reused" = "$sent" ] ||
+            fail "kill: the pass after the restart sent $sent bytes," \
+                 "$reused of them from its first read"
         # The end of the pass moved the checkpoint past every elided
         # record before it said the disk is consistent (the lagging
         # checkpointer alone would not have).

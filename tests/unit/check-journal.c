@@ -204,12 +204,12 @@ END_TEST
 /* An elided write (a secondary's in-place resync) is logged as its
  * header alone: 64 bytes of ring, payload_len 0, the CRC of the header;
  * it scans back in seq order with the records around it, which keep
- * their payloads.
+ * their payloads (read into the scan's buffer, or the caller's).
  */
 START_TEST (test_append_elided)
 {
   struct jctx *c = jt_start ("elided", NULL, NULL);
-  uint8_t *big = malloc (RLOG_MAX_PAYLOAD);
+  uint8_t *big = malloc (RLOG_MAX_PAYLOAD), *into = malloc (RLOG_MAX_REC_SIZE);
   const uint32_t sync_elided = RLOG_FLAG_SYNC | RLOG_FLAG_ELIDED;
   struct jentry e[4];
   struct junit u = { .entries = e, .n = 4 };
@@ -234,7 +234,11 @@ START_TEST (test_append_elided)
   ck_assert_uint_le (c->j.head_lsn, 3 * RLOG_BLOCK);
 
   ck_assert_int_eq (rlog_scan_init (&s, c->log), 0);
+  /* Every other record read into a buffer of the caller's (s.into). */
+  s.into = got % 2 ? into : NULL;
   while (rlog_scan_next (&s, &rec, &payload) == 1) {
+    ck_assert_ptr_eq (payload, (got % 2 ? into : s.buf) + RLOG_REC_HDR_SIZE);
+    s.into = (got + 1) % 2 ? into : NULL;
     ck_assert_uint_eq (rec.seq, got + 1);
     ck_assert_uint_eq (rec.flags, e[got].flags);
     ck_assert_uint_eq (rec.length, e[got].length);
@@ -248,6 +252,7 @@ START_TEST (test_append_elided)
   ck_assert_uint_eq (got, 4);
   ck_assert_int_eq (s.stop, RLOG_STOP_EMPTY);
   rlog_scan_free (&s);
+  free (into);
   free (big);
   jt_stop (c);
 }
