@@ -29,16 +29,59 @@ _Static_assert (WIRE_BATCH_MAX + WIRE_BATCH_HDR_SIZE <= WIRE_BATCH_SLOT,
 _Static_assert (WIRE_BATCH_MAX <= LZ4_MAX_INPUT_SIZE,
                 "LZ4 block size limit");
 
+/* Buffers of shipped batches, kept for the next ones: a fresh buffer
+ * costs a page fault and a page of zeroes per 4 KiB, which at these
+ * rates is a good part of the replicator's CPU.  At most POOL_MAX
+ * buffers and POOL_BYTES of capacity are kept (the pipeline's own
+ * limit: that much is in flight while it is full anyway).  The
+ * replicator is single-threaded.
+ */
+#define POOL_MAX   16
+#define POOL_BYTES (128u << 20)
+static struct { uint8_t *buf; size_t cap; } pool[POOL_MAX];
+static size_t pool_n, pool_bytes;
+
+static void
+pool_get (struct batch *b)
+{
+  if (!b->buf && pool_n > 0) {
+    pool_n--;
+    b->buf = pool[pool_n].buf;
+    b->cap = pool[pool_n].cap;
+    pool_bytes -= b->cap;
+  }
+}
+
+static void
+pool_put (uint8_t *buf, size_t cap)
+{
+  if (buf && pool_n < POOL_MAX && pool_bytes + cap <= POOL_BYTES) {
+    pool[pool_n].buf = buf;
+    pool[pool_n].cap = cap;
+    pool_n++;
+    pool_bytes += cap;
+  }
+  else
+    free (buf);
+}
+
 static int
 reserve (struct batch *b, size_t need, char *why, size_t whylen)
 {
-  size_t cap = b->cap ? b->cap : 1024 * 1024;
+  size_t cap;
   uint8_t *p;
+
+  pool_get (b);
+  cap = b->cap ? b->cap : 1024 * 1024;
 
   if (need <= b->cap)
     return 0;
   while (cap < need)
     cap *= 2;
+  /* (no batch needs more: budget <= WIRE_BATCH_MAX) */
+  if (cap > WIRE_BATCH_HDR_SIZE + WIRE_BATCH_MAX &&
+      need <= WIRE_BATCH_HDR_SIZE + WIRE_BATCH_MAX)
+    cap = WIRE_BATCH_HDR_SIZE + WIRE_BATCH_MAX;
   p = realloc (b->buf, cap);
   if (!p) {
     snprintf (why, whylen, "realloc: %m");
@@ -65,7 +108,7 @@ compress (struct batch *b, char *why, size_t whylen)
                             (char *) z + WIRE_BATCH_HDR_SIZE,
                             b->wb.raw_len, bound);
   if (n > 0 && (uint32_t) n < b->wb.raw_len) {
-    free (b->buf);
+    pool_put (b->buf, b->cap);
     b->buf = z;
     b->cap = WIRE_BATCH_HDR_SIZE + bound;
     b->wb.wire_len = n;
@@ -143,7 +186,7 @@ void
 batch_free (struct batch *b)
 {
   if (b) {
-    free (b->buf);
+    pool_put (b->buf, b->cap);
     free (b);
   }
 }
