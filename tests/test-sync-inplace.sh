@@ -9,7 +9,8 @@
 # when the test strikes.
 #  Round "kill": mid-pass, the secondary holds most of the re-sent bytes
 #  as elided records (its log took a small fraction of them); SIGKILL
-#  it with elided records after its checkpoint, restart it: replay
+#  it with elided records after its checkpoint (replicactl log-replay
+#  refuses that log: the data is not in it), restart it: replay
 #  skips them (the disk is marked inconsistent) and the primary's new
 #  pass makes the volumes byte-identical (with no client writes, it
 #  re-sends every block from its first read).  Then no elided record is
@@ -78,6 +79,15 @@ for round in kill failover; do
         [ "$n" -gt 0 ] ||
             fail "kill: no elided record after the checkpoint: replay" \
                  "would not meet one"
+        # The offline replay cannot rebuild an image from such a log.
+        truncate -s $SIZE "$TMPD/replay.img"
+        if "$REPLICACTL" log-replay "$TMPD/sec.log" "$TMPD/replay.img" \
+               2> "$TMPD/replay.err"; then
+            fail "kill: log-replay applied a log with elided records"
+        fi
+        grep -q "holds no data" "$TMPD/replay.err" ||
+            { cat "$TMPD/replay.err" >&2; fail "kill: log-replay: no reason"; }
+        rm -f "$TMPD/replay.img"
         start_secondary "$TMPD/sec.img"
         "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120 ||
             fail "kill: not synced after the restart"
