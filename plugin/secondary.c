@@ -256,7 +256,7 @@ collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
   e->epoch = r->epoch;
   if (r->op == RLOG_OP_WRITE) {
     e->payload = payload;
-    /* A re-sent block's may not be needed (mark_elided). */
+    /* A re-sent block's CRC may not be needed (mark_elided). */
     if (!(r->flags & RLOG_FLAG_SYNC))
       e->payload_crc = rlog_payload_crc (payload, r->length);
   }
