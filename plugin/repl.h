@@ -108,6 +108,7 @@ extern int repl_wait_peer_caught_up (unsigned timeout_s);
 
 /* sync.c: initial sync, resync and verify of a primary's peer. */
 struct chan_msg;
+extern uint64_t now_ns (void);                  /* CLOCK_MONOTONIC */
 extern int sync_start (void);
 extern void sync_stop (void);
 extern void sync_start_pass (bool initial, bool full, bool bitmap,
@@ -115,9 +116,9 @@ extern void sync_start_pass (bool initial, bool full, bool bitmap,
 extern void sync_link_lost (void);
 extern bool sync_acked (uint64_t seq);
 extern void sync_sums (const struct chan_msg *m);
-extern void sync_client_write (void);
-/* Around every change to a primary's volume, range lock held: the walk
- * may re-send what it read before unless a change began meanwhile.
+/* Around every change to a primary's volume (a client's write, zero or
+ * trim), range lock held: the walk may re-send what it read before
+ * unless a change began meanwhile, and a resync yields while they come.
  */
 extern void sync_change_begin (void);
 extern void sync_change_end (void);

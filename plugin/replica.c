@@ -520,9 +520,11 @@ journaled_op (nbdkit_next *next, struct conn *c, uint8_t op, const void *buf,
 
   /* Before the first apply: checkpoints now flush this context too. */
   __atomic_store_n (&c->wrote, true, __ATOMIC_RELEASE);
-  sync_client_write ();         /* a resync yields to busy clients */
   rangelock_acquire (&rep.ranges, &range, offset, count);
-  sync_change_begin ();         /* the volume changes from here on */
+  /* The volume changes from here on (and a resync yields to busy
+   * clients: it counts these).
+   */
+  sync_change_begin ();
   /* Units of at most a quarter of the ring, so a request larger than
    * the log still makes progress (each unit is applied, hence freeable,
    * before the next is appended).

@@ -63,18 +63,18 @@ struct sync_state {
    */
   struct { uint64_t seq, bytes; } ours[64];
   size_t nours;
-  /* Client activity (sync_client_write), for yielding. */
-  uint64_t client_writes, seen_writes, busy_until_ns;
   /* Changes to the volume (sync_change_begin/_end; atomics, not under
-   * the lock): started so far, and in progress now.
+   * the lock): started so far, and in progress now.  A client's write,
+   * zero or trim is one; started also tells the throttle whether
+   * clients are busy (seen_writes: the count it saw last).
    */
   uint64_t changes_started, changes_active;
+  uint64_t seen_writes, busy_until_ns;
   uint64_t reused_bytes;        /* re-sent from the walk's read */
 };
 extern struct sync_state Y;
 
 /* sync.c */
-extern uint64_t now_ns (void);
 extern unsigned block_shift (void);
 extern void ywait_ms (unsigned ms);             /* Y.lock held */
 extern bool aborted (uint64_t gen);             /* Y.lock held */

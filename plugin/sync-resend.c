@@ -199,11 +199,12 @@ static bool
 clients_busy (void)
 {
   uint64_t t = now_ns ();
+  uint64_t started = __atomic_load_n (&Y.changes_started, __ATOMIC_RELAXED);
   bool busy;
 
   pthread_mutex_lock (&Y.lock);
-  if (Y.client_writes != Y.seen_writes) {
-    Y.seen_writes = Y.client_writes;
+  if (started != Y.seen_writes) {
+    Y.seen_writes = started;
     Y.busy_until_ns = t + 200000000;
   }
   busy = t < Y.busy_until_ns;

@@ -608,13 +608,6 @@ sync_acked (uint64_t seq)
   return ended;
 }
 
-/* A client write was journaled (the data path; lock-free counter). */
-void
-sync_client_write (void)
-{
-  __atomic_add_fetch (&Y.client_writes, 1, __ATOMIC_RELAXED);
-}
-
 /* The volume's changes (docs/design.md 21.2): a change counts as
  * active from before it starts to modify the volume until it is
  * complete, and as started before it modifies anything.  Sequentially
