@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <inttypes.h>
-#include <time.h>
 
 #include <nbdkit-filter.h>
 
@@ -101,15 +100,6 @@ volume_read (void *buf, uint64_t len, uint64_t off, int *err)
   return -1;
 }
 
-static uint64_t
-mono_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
-
 void
 volume_prefetch (uint64_t len, uint64_t off)
 {
@@ -120,13 +110,13 @@ volume_prefetch (uint64_t len, uint64_t off)
       __atomic_load_n (&slow_calls, __ATOMIC_RELAXED) >= PREFETCH_SLOW_CALLS ||
       rep.ctx->can_cache (rep.ctx) != NBDKIT_CACHE_NATIVE)
     return;
-  t0 = mono_ns ();
+  t0 = now_ns ();
   plugin_call_begin ();
   if (rep.ctx->cache (rep.ctx, len, off, 0, &err) == -1)
     nbdkit_debug ("replica: prefetch at %" PRIu64 ": %s", off,
                   strerror (err));
   plugin_call_end ();
-  ns = mono_ns () - t0;
+  ns = now_ns () - t0;
   if (ns <= PREFETCH_SLOW_NS)
     __atomic_store_n (&slow_calls, 0, __ATOMIC_RELAXED);
   else if (__atomic_add_fetch (&slow_calls, 1, __ATOMIC_RELAXED) ==
