@@ -317,7 +317,7 @@ rlog_rec_decode_hdr (const void *hdr, size_t len, uint32_t max_rec,
 }
 
 bool
-rlog_rec_verify (const void *hdr, const void *payload, uint32_t payload_len)
+rlog_rec_verify_pcrc (const void *hdr, uint32_t payload_crc)
 {
   uint8_t tmp[RLOG_REC_HDR_SIZE];
   uint32_t want;
@@ -325,6 +325,11 @@ rlog_rec_verify (const void *hdr, const void *payload, uint32_t payload_len)
   memcpy (tmp, hdr, RLOG_REC_HDR_SIZE);
   want = get_le32 (tmp + R_CRC);
   put_le32 (tmp + R_CRC, 0);
-  return rlog_crc32c (rlog_payload_crc (payload, payload_len),
-                      tmp, RLOG_REC_HDR_SIZE) == want;
+  return rlog_crc32c (payload_crc, tmp, RLOG_REC_HDR_SIZE) == want;
+}
+
+bool
+rlog_rec_verify (const void *hdr, const void *payload, uint32_t payload_len)
+{
+  return rlog_rec_verify_pcrc (hdr, rlog_payload_crc (payload, payload_len));
 }

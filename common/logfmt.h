@@ -191,9 +191,12 @@ extern void rlog_rec_seal (struct rlog_rec *r, void *hdr, uint32_t payload_crc);
 extern enum rlog_err rlog_rec_decode_hdr (const void *hdr, size_t len,
                                           uint32_t max_rec,
                                           struct rlog_rec *r);
-/* Verify the CRC of a decoded header against its payload. */
+/* Verify the CRC of a decoded header against its payload, or against
+ * the payload's CRC (rlog_payload_crc) computed already.
+ */
 extern bool rlog_rec_verify (const void *hdr, const void *payload,
                              uint32_t payload_len);
+extern bool rlog_rec_verify_pcrc (const void *hdr, uint32_t payload_crc);
 /* Largest rec_size a valid record can have (batch padding included). */
 #define RLOG_MAX_REC_SIZE (RLOG_REC_HDR_SIZE + RLOG_MAX_PAYLOAD + RLOG_BLOCK)
 /* Size in the ring of a record with this payload (before batch padding). */

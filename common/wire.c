@@ -250,7 +250,7 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
   while (off < len) {
     struct rlog_rec r;
     enum rlog_err e;
-    uint32_t need;
+    uint32_t need, pcrc;
 
     e = rlog_rec_decode_hdr (records + off, len - off, RLOG_MAX_REC_SIZE, &r);
     if (e != RLOG_OK) {
@@ -268,8 +268,9 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
                 "data (ELIDED) on the wire" : "truncated");
       return WIRE_EINVAL;
     }
-    if (!rlog_rec_verify (records + off, records + off + RLOG_REC_HDR_SIZE,
-                          r.payload_len)) {
+    pcrc = rlog_payload_crc (records + off + RLOG_REC_HDR_SIZE,
+                             r.payload_len);
+    if (!rlog_rec_verify_pcrc (records + off, pcrc)) {
       snprintf (why, whylen, "record seq %" PRIu64 ": checksum mismatch",
                 r.seq);
       return WIRE_ECRC;
@@ -291,7 +292,7 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
                 "says %" PRIu64, r.seq, b->first_seq);
       return WIRE_EINVAL;
     }
-    if (fn && fn (opaque, &r, records + off + RLOG_REC_HDR_SIZE) == -1) {
+    if (fn && fn (opaque, &r, records + off + RLOG_REC_HDR_SIZE, pcrc) == -1) {
       snprintf (why, whylen, "record seq %" PRIu64 ": refused", r.seq);
       return WIRE_EINVAL;
     }

@@ -164,8 +164,12 @@ extern enum wire_err wire_batch_decode_hdr (const void *buf, size_t len,
  * is accepted or refused whole.
  * On error, *why says which record and what.
  */
+/* payload_crc: rlog_payload_crc of the payload, computed by the walk
+ * (its CRC check), so that a caller journaling the record need not
+ * read the payload again.
+ */
 typedef int (*wire_record_fn) (void *opaque, const struct rlog_rec *rec,
-                               const uint8_t *payload);
+                               const uint8_t *payload, uint32_t payload_crc);
 extern enum wire_err wire_batch_walk (const struct wire_batch *b,
                                       const uint8_t *records, size_t len,
                                       uint64_t backing_size,

@@ -231,7 +231,8 @@ secondary_close (struct conn *c)
 }
 
 /* The records of a batch, collected by the same walk that checks them
- * (wire_batch_unpack): one pass over the payloads for the CRCs.
+ * (wire_batch_unpack): one pass over the payloads for the CRCs, whose
+ * payload parts the journal reuses to seal our copies.
  */
 struct collect {
   const struct wire_batch *b;       /* filled by unpack before the walk */
@@ -240,7 +241,8 @@ struct collect {
 };
 
 static int
-collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
+collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload,
+             uint32_t payload_crc)
 {
   struct collect *col = opaque;
   struct jentry *e;
@@ -256,9 +258,7 @@ collect_one (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
   e->epoch = r->epoch;
   if (r->op == RLOG_OP_WRITE) {
     e->payload = payload;
-    /* A re-sent block's CRC may not be needed (mark_elided). */
-    if (!(r->flags & RLOG_FLAG_SYNC))
-      e->payload_crc = rlog_payload_crc (payload, r->length);
+    e->payload_crc = payload_crc;       /* the walk's, for its check */
   }
   return 0;
 }
@@ -286,15 +286,11 @@ mark_elided (struct jentry *ents, size_t n)
       S.elide = false;
       S.end_queued = true;
     }
-    if (e->op != RLOG_OP_WRITE || !(e->flags & RLOG_FLAG_SYNC))
-      continue;
-    if (S.elide) {
+    if (S.elide && e->op == RLOG_OP_WRITE && (e->flags & RLOG_FLAG_SYNC)) {
       e->flags |= RLOG_FLAG_ELIDED;
       S.elided_records++;
       S.elided_bytes += e->length;
     }
-    else
-      e->payload_crc = rlog_payload_crc (e->payload, e->length);
   }
 }
 

@@ -20,7 +20,8 @@ static uint64_t last_seq;
 static uint32_t seen;
 
 static int
-check_record (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
+check_record (void *opaque, const struct rlog_rec *r, const uint8_t *payload,
+              uint32_t payload_crc)
 {
   const struct wire_batch *b = opaque;
 
@@ -31,7 +32,8 @@ check_record (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
       r->op == RLOG_OP_WRAP ||
       (r->op != RLOG_OP_FLUSH && r->offset + r->length > (1ULL << 40)) ||
       (r->op == RLOG_OP_FLUSH && r->offset != 0 &&
-       !(r->flags & RLOG_FLAG_SYNC_END)))
+       !(r->flags & RLOG_FLAG_SYNC_END)) ||
+      payload_crc != rlog_payload_crc (payload, r->payload_len))
     abort ();
   last_seq = r->seq;
   seen++;

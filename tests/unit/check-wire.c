@@ -110,8 +110,11 @@ make_records (uint8_t *p, uint64_t first, int n, uint64_t *epochs)
 }
 
 static int
-count_cb (void *opaque, const struct rlog_rec *r, const uint8_t *payload)
+count_cb (void *opaque, const struct rlog_rec *r, const uint8_t *payload,
+          uint32_t payload_crc)
 {
+  /* The walk hands over the payload's CRC it checked. */
+  ck_assert_uint_eq (payload_crc, rlog_payload_crc (payload, r->payload_len));
   (*(int *) opaque)++;
   return 0;
 }
