@@ -12,7 +12,9 @@
 #include <pthread.h>
 
 #define MAX_RANGES       64           /* verify ranges kept for status */
-#define READER_SLOTS     2            /* chunks asked for ahead */
+#define READ_AHEAD       2            /* chunks asked for ahead */
+#define READER_SLOTS     (READ_AHEAD + 1) /* and one whose re-sent runs
+                                       * the finisher holds */
 #define CONFIRM_REQ      READER_SLOTS
 #define SUMS_REQS        (READER_SLOTS + 1)
 
@@ -42,9 +44,9 @@ struct sync_state {
   uint64_t want_base;           /* the pass's base seq (CONTROL RESYNC) */
   enum phase phase;             /* the pass running or awaiting its ack */
   uint64_t end_seq;             /* its SYNC_END record, once appended */
-  struct sums_req req[SUMS_REQS]; /* sums asked for ahead (0 ..
-                                 * READER_SLOTS - 1) and for a verify's
-                                 * confirmation (CONFIRM_REQ) */
+  struct sums_req req[SUMS_REQS]; /* sums asked for ahead (chunk i's
+                                 * in i % READER_SLOTS) and for a
+                                 * verify's confirmation (CONFIRM_REQ) */
   uint64_t next_id;
   /* Progress of the current (or last) pass. */
   uint64_t total, done, sent, differing, passes;
@@ -95,19 +97,26 @@ extern void sync_snap_take (struct vol_snap *s);
 extern bool sync_snap_unchanged (const struct vol_snap *s);
 
 /* sync-read.c: the walk's reader thread, which reads the chunks asked
- * for ahead into buffers of their own (slots 0 .. READER_SLOTS - 1).
+ * for ahead into buffers of their own (slots 0 .. READER_SLOTS - 1),
+ * and hashes their blocks (bsum_block).
  */
 struct chunk_reader;
 extern struct chunk_reader *chunk_reader_start (size_t bufsize);
 extern void chunk_reader_ask (struct chunk_reader *r, int slot, uint64_t off,
                               uint64_t len);
 extern uint8_t *chunk_reader_wait (struct chunk_reader *r, int slot,
-                                   struct vol_snap *snap);
+                                   struct vol_snap *snap,
+                                   const uint8_t **sums);
 extern void chunk_reader_stop (struct chunk_reader *r);
 
-/* sync-resend.c: re-log the blocks of a chunk where diff[i] is set. */
-extern int resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
-                         uint64_t gen, uint64_t t0, const uint8_t *local,
-                         const struct vol_snap *snap);
+/* sync-resend.c: re-log the blocks of a chunk where diff[i] is set;
+ * the finisher thread completes a chunk's runs meanwhile.
+ */
+struct finisher;
+extern struct finisher *finisher_start (void);
+extern int finisher_stop (struct finisher *f);
+extern int resend_chunk (struct finisher *f, uint64_t off, uint32_t nblocks,
+                         const bool *diff, uint64_t gen, uint64_t t0,
+                         const uint8_t *local, const struct vol_snap *snap);
 
 #endif /* REPLICA_SYNC_INT_H */

@@ -6,6 +6,16 @@
  * released (docs/design.md 21.2 argues why that is exact); the
  * throttle keeps the pass's own bytes in flight small while clients
  * write.  The walk that finds the blocks is sync.c's.
+ *
+ * The finisher: a chunk's runs are queued as the walk finds them, then
+ * handed to a thread of the walk's own that waits for the journal to
+ * write them (and fdatasync the log) and completes them, while the
+ * walk goes on with the next chunk.  Waiting in the walk cost a log
+ * sync's latency per chunk: 1.8 s of a 3 s pass over a 1%-different
+ * 4 GiB volume.  It holds one chunk's runs at a time (the walk waits
+ * for them before it hands the next); runs are completed in the order
+ * they were queued, the finisher's before any the walk completes
+ * itself (finish_inline waits for it first).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,11 +199,156 @@ finish_runs (struct run *runs, size_t n)
   return ret;
 }
 
-/* Clients first: the sync keeps at most a window of unacknowledged
- * bytes in the log (small while clients write, so their records never
- * queue behind much of ours), at most half the ring, and at most
- * replica-resync-rate bytes per second.
+/* ---- the finisher ---- */
+
+struct finisher {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  pthread_t thread;
+  bool stop;
+  struct run *runs;             /* handed, not finished yet; NULL: idle */
+  size_t nr;
+  uint64_t bytes;               /* the bytes of those runs */
+  int err;                      /* a finish failed (sticky) */
+};
+
+static void *
+finisher_thread (void *arg)
+{
+  struct finisher *f = arg;
+
+  pthread_mutex_lock (&f->lock);
+  for (;;) {
+    struct run *runs;
+    int r;
+
+    while (!f->stop && !f->runs)
+      pthread_cond_wait (&f->cond, &f->lock);
+    if (!f->runs)
+      break;
+    runs = f->runs;
+    pthread_mutex_unlock (&f->lock);
+    r = finish_runs (runs, f->nr);
+    free (runs);
+    pthread_mutex_lock (&f->lock);
+    if (r == -1)
+      f->err = errno ? errno : EIO;
+    f->runs = NULL;
+    f->nr = 0;
+    f->bytes = 0;
+    pthread_cond_broadcast (&f->cond);
+  }
+  pthread_mutex_unlock (&f->lock);
+  return NULL;
+}
+
+struct finisher *
+finisher_start (void)
+{
+  struct finisher *f = calloc (1, sizeof *f);
+  int e;
+
+  if (!f)
+    return NULL;
+  pthread_mutex_init (&f->lock, NULL);
+  pthread_cond_init (&f->cond, NULL);
+  if ((e = pthread_create (&f->thread, NULL, finisher_thread, f)) != 0) {
+    pthread_cond_destroy (&f->cond);
+    pthread_mutex_destroy (&f->lock);
+    free (f);
+    errno = e;
+    return NULL;
+  }
+  return f;
+}
+
+/* Wait until the finisher holds no runs.  0, or -1 (errno set) if any
+ * finish so far failed.
  */
+static int
+finisher_wait (struct finisher *f)
+{
+  int err;
+
+  pthread_mutex_lock (&f->lock);
+  while (f->runs)
+    pthread_cond_wait (&f->cond, &f->lock);
+  err = f->err;
+  pthread_mutex_unlock (&f->lock);
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+/* Bytes of the runs the finisher holds. */
+static uint64_t
+finisher_bytes (struct finisher *f)
+{
+  uint64_t n;
+
+  pthread_mutex_lock (&f->lock);
+  n = f->bytes;
+  pthread_mutex_unlock (&f->lock);
+  return n;
+}
+
+/* Hand runs (malloc'd, nr > 0, bytes in all) over; the finisher is
+ * idle (finisher_wait).
+ */
+static void
+finisher_hand (struct finisher *f, struct run *runs, size_t nr,
+               uint64_t bytes)
+{
+  pthread_mutex_lock (&f->lock);
+  f->runs = runs;
+  f->nr = nr;
+  f->bytes = bytes;
+  pthread_cond_broadcast (&f->cond);
+  pthread_mutex_unlock (&f->lock);
+}
+
+/* Finish what the finisher holds, stop it and free it.  0, or -1
+ * (errno set) if any finish failed.
+ */
+int
+finisher_stop (struct finisher *f)
+{
+  int r;
+
+  if (!f)
+    return 0;
+  r = finisher_wait (f);
+  pthread_mutex_lock (&f->lock);
+  f->stop = true;
+  pthread_cond_broadcast (&f->cond);
+  pthread_mutex_unlock (&f->lock);
+  pthread_join (f->thread, NULL);
+  pthread_cond_destroy (&f->cond);
+  pthread_mutex_destroy (&f->lock);
+  free (f);
+  return r;
+}
+
+/* Complete the runs queued so far here, after the finisher's (so that
+ * runs complete in seq order).  0 or -1.
+ */
+static int
+finish_inline (struct finisher *f, struct run *runs, size_t *nr,
+               uint64_t *pending)
+{
+  int r = finisher_wait (f);
+
+  if (finish_runs (runs, *nr) == -1)
+    r = -1;
+  *nr = 0;
+  *pending = 0;
+  return r;
+}
+
+/* ---- the throttle ---- */
+
 /* Has a client written in the last 200 ms? */
 static bool
 clients_busy (void)
@@ -243,21 +398,20 @@ may_send (uint64_t gen, uint64_t t0, uint64_t pending, uint32_t len,
  * queues behind much of ours; at most half the ring; at most
  * replica-resync-rate bytes per second.  Before waiting, the runs
  * queued so far are completed (*nr, *pending): while in flight they
- * hold the checkpoint, hence the log space waited for.
+ * hold the checkpoint, hence the log space waited for (the finisher's
+ * first: they count as in flight).
  */
 static int
-throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *nr,
-          uint64_t *pending, uint32_t len)
+throttle (struct finisher *f, uint64_t gen, uint64_t t0, struct run *runs,
+          size_t *nr, uint64_t *pending, uint32_t len)
 {
   bool busy, stop;
   int ret = 0;
 
-  if (may_send (gen, t0, *pending, len, &busy, &stop))
+  if (may_send (gen, t0, *pending + finisher_bytes (f), len, &busy, &stop))
     return 0;
-  if (finish_runs (runs, *nr) == -1)
+  if (finish_inline (f, runs, nr, pending) == -1)
     ret = -1;
-  *nr = 0;
-  *pending = 0;
   while (ret == 0 && !may_send (gen, t0, 0, len, &busy, &stop)) {
     pthread_mutex_lock (&Y.lock);
     ywait_ms (busy ? 1 : 2);
@@ -269,11 +423,14 @@ throttle (uint64_t gen, uint64_t t0, struct run *runs, size_t *nr,
 /* Re-log the differing blocks of a chunk (diff[i] for block i),
  * contiguous blocks together; local: the walk's read of the chunk, and
  * snap its changes snapshot (NULL in full mode: then every run is read).
+ * The runs still in flight at the end go to the finisher, once it has
+ * finished the previous chunk's: local must stay as it is until the
+ * next call returns (or finisher_stop).
  */
 int
-resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
-              uint64_t gen, uint64_t t0, const uint8_t *local,
-              const struct vol_snap *snap)
+resend_chunk (struct finisher *f, uint64_t off, uint32_t nblocks,
+              const bool *diff, uint64_t gen, uint64_t t0,
+              const uint8_t *local, const struct vol_snap *snap)
 {
   struct run *runs = calloc (nblocks, sizeof *runs);
   size_t nr = 0;
@@ -299,7 +456,7 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
     do
       len += block_len (off, i++);
     while (i < nblocks && diff[i] && len + block_len (off, i) <= run_max);
-    if (throttle (gen, t0, runs, &nr, &pending, len) == -1)
+    if (throttle (f, gen, t0, runs, &nr, &pending, len) == -1)
       ret = -1;
     pthread_mutex_lock (&Y.lock);
     if (aborted (gen))
@@ -309,12 +466,9 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
      * what the log can take would wait for space that only their own
      * completion frees.
      */
-    if (ret == 0 && pending + len > PENDING_MAX) {
-      if (finish_runs (runs, nr) == -1)
-        ret = -1;
-      nr = 0;
-      pending = 0;
-    }
+    if (ret == 0 && pending + finisher_bytes (f) + len > PENDING_MAX &&
+        finish_inline (f, runs, &nr, &pending) == -1)
+      ret = -1;
     if (ret == 0) {
       bool busy = false;
       const uint8_t *pre = local ? local + (start - off) : NULL;
@@ -323,10 +477,8 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
                       pre, snap) == -1)
         ret = -1;
       else if (busy) {
-        if (finish_runs (runs, nr) == -1)
+        if (finish_inline (f, runs, &nr, &pending) == -1)
           ret = -1;
-        nr = 0;
-        pending = 0;
         if (ret == 0 &&
             resend_run (&runs[nr], start, len, NULL, pre, snap) == -1)
           ret = -1;
@@ -340,9 +492,12 @@ resend_chunk (uint64_t off, uint32_t nblocks, const bool *diff,
       pthread_mutex_unlock (&Y.lock);
     }
   }
-  if (finish_runs (runs, nr) == -1)
+  if (finisher_wait (f) == -1)
     ret = -1;
-  free (runs);
+  if (nr > 0)
+    finisher_hand (f, runs, nr, pending);
+  else
+    free (runs);
   return ret;
 }
 

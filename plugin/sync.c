@@ -254,23 +254,19 @@ confirm_block (uint64_t off, uint32_t i, uint64_t gen)
 
 /* ---- the walk ---- */
 
-/* Compare one chunk; diff[i] says which blocks differ. */
+/* Compare one chunk's sums, ours (lsums: the reader's, BSUM_SIZE
+ * apart; NULL in full mode) with the peer's; diff[i] says which blocks
+ * differ.
+ */
 static int
-compare_chunk (struct sums_req *q, const uint8_t *local, bool full,
-               bool *diff, uint64_t *ndiff)
+compare_chunk (struct sums_req *q, const uint8_t *lsums, bool *diff,
+               uint64_t *ndiff)
 {
   *ndiff = 0;
   for (uint32_t i = 0; i < q->nblocks; ++i) {
-    uint32_t len = block_len (q->off, i);
-    uint8_t sum[BSUM_SIZE];
-
-    if (full)
-      diff[i] = true;
-    else {
-      bsum_block (local + ((size_t) i << block_shift ()), len, sum);
-      diff[i] = memcmp (sum, q->sums + (size_t) i * WIRE_SUM_SIZE,
-                        BSUM_SIZE) != 0;
-    }
+    diff[i] = !lsums ||
+      memcmp (lsums + (size_t) i * BSUM_SIZE,
+              q->sums + (size_t) i * WIRE_SUM_SIZE, BSUM_SIZE) != 0;
     *ndiff += diff[i];
   }
   return 0;
@@ -301,21 +297,22 @@ req_bytes (const struct sums_req *q)
  * differs.
  */
 static int
-do_chunk (struct sums_req *q, struct chunk_reader *rd, int k, bool *diff,
-          enum phase ph, bool full, bool repair, uint64_t gen, uint64_t t0)
+do_chunk (struct sums_req *q, struct chunk_reader *rd, int k,
+          struct finisher *fin, bool *diff, enum phase ph, bool full,
+          bool repair, uint64_t gen, uint64_t t0)
 {
   uint64_t len = req_bytes (q), ndiff;
-  const uint8_t *local = NULL;
+  const uint8_t *local = NULL, *lsums = NULL;
   struct vol_snap snap = { 0 };
 
-  if (!full && !(local = chunk_reader_wait (rd, k, &snap))) {
+  if (!full && !(local = chunk_reader_wait (rd, k, &snap, &lsums))) {
     nbdkit_error ("replica: sync: reading the volume at %" PRIu64 ": %m",
                   q->off);
     return -1;
   }
   if (!full && sums_wait (q, gen) == -1)
     return -1;
-  compare_chunk (q, local, full, diff, &ndiff);
+  compare_chunk (q, lsums, diff, &ndiff);
   if (ph == PH_VERIFY) {
     for (uint32_t i = 0; i < q->nblocks; ++i) {
       int r;
@@ -334,7 +331,8 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k, bool *diff,
   pthread_mutex_lock (&Y.lock);
   Y.differing += ph == PH_VERIFY ? 0 : ndiff;
   pthread_mutex_unlock (&Y.lock);
-  if (resend_chunk (q->off, q->nblocks, diff, gen, t0, local, &snap) == -1)
+  if (resend_chunk (fin, q->off, q->nblocks, diff, gen, t0, local,
+                    &snap) == -1)
     return -1;
   pthread_mutex_lock (&Y.lock);
   Y.done += len;
@@ -398,26 +396,31 @@ prefetch_chunk (const struct sums_req *q)
                    q->off);
 }
 
-/* Walk the volume (or the bitmap's chunks), the sums of READER_SLOTS
+/* Walk the volume (or the bitmap's chunks), the sums of READ_AHEAD
  * chunks (two) asked for ahead and the chunks read by the reader thread
  * meanwhile (in full mode, the disk asked to read the next one).
+ * Chunk i is in slot i % READER_SLOTS: the chunk before the one being
+ * compared keeps its slot (its buffer) until the finisher is done with
+ * its runs, which resend_chunk waits for before it returns.
  */
 static int
 walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
 {
   uint64_t size = rep.log->sb.backing_size, t0 = now_ns ();
   struct chunk_reader *rd = full ? NULL : chunk_reader_start (CHUNK_BYTES);
+  struct finisher *fin = finisher_start ();
   bool *diff = calloc (CHUNK_BYTES >> WIRE_SUMS_MIN_SHIFT, sizeof *diff);
   uint64_t next = next_chunk (0, bitmap);
   int ret = 0, cur = 0, queued = 0;
 
-  if ((!full && !rd) || !diff) {
+  if ((!full && !rd) || !fin || !diff) {
     nbdkit_error ("replica: sync: starting the walk: %m");
+    finisher_stop (fin);
     chunk_reader_stop (rd);
     free (diff);
     return -1;
   }
-  for (int k = 0; k < READER_SLOTS && next < size && ret == 0; ++k) {
+  for (int k = 0; k < READ_AHEAD && next < size && ret == 0; ++k) {
     ret = ask_chunk (&Y.req[k], rd, k, next, full);
     next = next_chunk (next + CHUNK_BYTES, bitmap);
     queued++;
@@ -428,14 +431,22 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
      */
     if (full && queued > 1)
       prefetch_chunk (&Y.req[(cur + 1) % READER_SLOTS]);
-    ret = do_chunk (&Y.req[cur], rd, cur, diff, ph, full, repair, gen, t0);
+    ret = do_chunk (&Y.req[cur], rd, cur, fin, diff, ph, full, repair, gen,
+                    t0);
     queued--;
     if (ret == 0 && next < size) {
-      ret = ask_chunk (&Y.req[cur], rd, cur, next, full);
+      int k = (cur + READ_AHEAD) % READER_SLOTS;
+
+      ret = ask_chunk (&Y.req[k], rd, k, next, full);
       next = next_chunk (next + CHUNK_BYTES, bitmap);
       queued++;
     }
     cur = (cur + 1) % READER_SLOTS;
+  }
+  /* Before the reader's buffers go: the runs may point into them. */
+  if (finisher_stop (fin) == -1 && ret == 0) {
+    nbdkit_error ("replica: sync: re-logging: %m");
+    ret = -1;
   }
   chunk_reader_stop (rd);
   free (diff);
