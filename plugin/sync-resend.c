@@ -220,6 +220,7 @@ finisher_thread (void *arg)
   pthread_mutex_lock (&f->lock);
   for (;;) {
     struct run *runs;
+    size_t nr;
     int r;
 
     while (!f->stop && !f->runs)
@@ -227,8 +228,9 @@ finisher_thread (void *arg)
     if (!f->runs)
       break;
     runs = f->runs;
+    nr = f->nr;
     pthread_mutex_unlock (&f->lock);
-    r = finish_runs (runs, f->nr);
+    r = finish_runs (runs, nr);
     free (runs);
     pthread_mutex_lock (&f->lock);
     if (r == -1)
