@@ -20,6 +20,16 @@
 
 enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
 
+/* What the walk waits for (sync_waited). */
+enum wait_for {
+  WAIT_READ,                    /* the reader thread's read of a chunk */
+  WAIT_SUMS,                    /* the peer's sums */
+  WAIT_THROTTLE,                /* room in the window, the ring or the
+                                 * rate (throttle) */
+  WAIT_FINISHER,                /* the finisher, for the chunk before */
+  WAIT_N
+};
+
 /* A request for the peer's sums of one chunk, answered by sync_sums. */
 struct sums_req {
   uint64_t id, off;
@@ -73,6 +83,8 @@ struct sync_state {
   uint64_t changes_started, changes_active;
   uint64_t seen_writes, busy_until_ns;
   uint64_t reused_bytes;        /* re-sent from the walk's read */
+  uint64_t wait_ns[WAIT_N];     /* the walk's waits this pass (status:
+                                 * where a slow pass spends its time) */
 };
 extern struct sync_state Y;
 
@@ -82,6 +94,7 @@ extern void ywait_ms (unsigned ms);             /* Y.lock held */
 extern bool aborted (uint64_t gen);             /* Y.lock held */
 extern int read_volume (void *buf, uint64_t len, uint64_t off);
 extern uint32_t block_len (uint64_t off, uint32_t i);
+extern void sync_waited (enum wait_for what, uint64_t since_ns);
 
 /* Taken before a read of the volume: was any change to the volume in
  * progress, and how many had started (sync_snap_take).  If none was in

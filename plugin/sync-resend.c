@@ -408,10 +408,12 @@ throttle (struct finisher *f, uint64_t gen, uint64_t t0, struct run *runs,
           size_t *nr, uint64_t *pending, uint32_t len)
 {
   bool busy, stop;
+  uint64_t t;
   int ret = 0;
 
   if (may_send (gen, t0, *pending + finisher_bytes (f), len, &busy, &stop))
     return 0;
+  t = now_ns ();
   if (finish_inline (f, runs, nr, pending) == -1)
     ret = -1;
   while (ret == 0 && !may_send (gen, t0, 0, len, &busy, &stop)) {
@@ -419,6 +421,7 @@ throttle (struct finisher *f, uint64_t gen, uint64_t t0, struct run *runs,
     ywait_ms (busy ? 1 : 2);
     pthread_mutex_unlock (&Y.lock);
   }
+  sync_waited (WAIT_THROTTLE, t);
   return ret;
 }
 
@@ -436,7 +439,7 @@ resend_chunk (struct finisher *f, uint64_t off, uint32_t nblocks,
 {
   struct run *runs = calloc (nblocks, sizeof *runs);
   size_t nr = 0;
-  uint64_t pending = 0;
+  uint64_t pending = 0, t;
   uint32_t run_max;
   int ret = 0;
 
@@ -494,8 +497,10 @@ resend_chunk (struct finisher *f, uint64_t off, uint32_t nblocks,
       pthread_mutex_unlock (&Y.lock);
     }
   }
+  t = now_ns ();
   if (finisher_wait (f) == -1)
     ret = -1;
+  sync_waited (WAIT_FINISHER, t);
   if (nr > 0)
     finisher_hand (f, runs, nr, pending);
   else

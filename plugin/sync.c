@@ -201,6 +201,17 @@ block_len (uint64_t off, uint32_t i)
   return start + bs <= size ? bs : size - start;
 }
 
+/* The walk waited for what since since_ns (now_ns): counted for status. */
+void
+sync_waited (enum wait_for what, uint64_t since_ns)
+{
+  uint64_t ns = now_ns () - since_ns;
+
+  pthread_mutex_lock (&Y.lock);
+  Y.wait_ns[what] += ns;
+  pthread_mutex_unlock (&Y.lock);
+}
+
 /* ---- verify: differences confirmed at a consistent point ---- */
 
 static void
@@ -304,14 +315,18 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k,
   uint64_t len = req_bytes (q), ndiff;
   const uint8_t *local = NULL, *lsums = NULL;
   struct vol_snap snap = { 0 };
+  uint64_t t = now_ns ();
 
   if (!full && !(local = chunk_reader_wait (rd, k, &snap, &lsums))) {
     nbdkit_error ("replica: sync: reading the volume at %" PRIu64 ": %m",
                   q->off);
     return -1;
   }
+  sync_waited (WAIT_READ, t);
+  t = now_ns ();
   if (!full && sums_wait (q, gen) == -1)
     return -1;
+  sync_waited (WAIT_SUMS, t);
   compare_chunk (q, lsums, diff, &ndiff);
   if (ph == PH_VERIFY) {
     for (uint32_t i = 0; i < q->nblocks; ++i) {
@@ -413,6 +428,9 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
   uint64_t next = next_chunk (0, bitmap);
   int ret = 0, cur = 0, queued = 0;
 
+  pthread_mutex_lock (&Y.lock);
+  memset (Y.wait_ns, 0, sizeof Y.wait_ns);
+  pthread_mutex_unlock (&Y.lock);
   if ((!full && !rd) || !fin || !diff) {
     nbdkit_error ("replica: sync: starting the walk: %m");
     finisher_stop (fin);
@@ -752,6 +770,10 @@ sync_status (json_object *o)
   add_u64 (o, "sync_sent_bytes", Y.sent);
   add_u64 (o, "sync_reused_bytes",
            __atomic_load_n (&Y.reused_bytes, __ATOMIC_RELAXED));
+  add_u64 (o, "sync_wait_read_ms", Y.wait_ns[WAIT_READ] / 1000000);
+  add_u64 (o, "sync_wait_sums_ms", Y.wait_ns[WAIT_SUMS] / 1000000);
+  add_u64 (o, "sync_wait_throttle_ms", Y.wait_ns[WAIT_THROTTLE] / 1000000);
+  add_u64 (o, "sync_wait_finisher_ms", Y.wait_ns[WAIT_FINISHER] / 1000000);
   add_u64 (o, "sync_blocks_differing", Y.differing);
   add_u64 (o, "sync_passes", Y.passes);
   add_u64 (o, "sync_block_size", 1ULL << block_shift ());

@@ -100,6 +100,16 @@ for round in kill failover; do
         [ "$sent" -gt 0 ] && [ "$reused" = "$sent" ] ||
             fail "kill: the pass after the restart sent $sent bytes," \
                  "$reused of them from its first read"
+        # Where the walk waited: counted in ms, for this pass only, so
+        # no more than the test has run.
+        waited=0
+        for w in read sums throttle finisher; do
+            v=$(status_field "$TMPD/pri.ctl" "sync_wait_${w}_ms")
+            [[ $v =~ ^[0-9]+$ ]] || fail "kill: sync_wait_${w}_ms is '$v'"
+            waited=$((waited + v))
+        done
+        [ "$waited" -le $((SECONDS * 1000)) ] ||
+            fail "kill: the walk waited $waited ms in a test of $SECONDS s"
         # The end of the pass moved the checkpoint past every elided
         # record before it said the disk is consistent (the lagging
         # checkpointer alone would not have).
