@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <pthread.h>
 
 #include <nbdkit-filter.h>
 
@@ -21,6 +22,15 @@
 #include "blocksum.h"
 
 #define READ_BYTES (4u << 20)
+
+/* One sums read at a time.  The primary asks for its chunks in order,
+ * several ahead (plugin/sync.c SUMS_AHEAD), and nbdkit would serve them
+ * on as many threads at once: one at a time, the disk reads the volume
+ * in order, each read's prefetch of the range after it is the next
+ * read's, and a slow cache is found out after PREFETCH_SLOW_CALLS calls
+ * (plugin/volread.c), not after as many as are asked at once.
+ */
+static pthread_mutex_t sums_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Decode a sums read; returns 0 or -1 (EINVAL). */
 static int
@@ -45,24 +55,15 @@ sums_request (uint32_t count, uint64_t offset, unsigned *shift,
   return 0;
 }
 
-int
-sums_pread (void *buf, uint32_t count, uint64_t offset, int *err)
+/* The sums of the blocks of 1 << shift bytes from off to end. */
+static int
+sums_compute (void *buf, uint64_t off, uint64_t end, unsigned shift,
+              int *err)
 {
-  uint64_t off, size = rep.log->sb.backing_size, end;
-  uint32_t nblocks, bs;
-  unsigned shift;
-  uint8_t *data;
-  uint32_t done = 0;
+  uint64_t size = rep.log->sb.backing_size;
+  uint32_t bs = 1u << shift, done = 0;
+  uint8_t *data = malloc (READ_BYTES > bs ? READ_BYTES : bs);
 
-  if (sums_request (count, offset, &shift, &off, &nblocks) == -1) {
-    *err = EINVAL;
-    return -1;
-  }
-  bs = 1u << shift;
-  end = off + ((uint64_t) nblocks << shift);
-  if (end > size)
-    end = size;
-  data = malloc (READ_BYTES > bs ? READ_BYTES : bs);
   if (!data) {
     *err = ENOMEM;
     return -1;
@@ -92,4 +93,25 @@ sums_pread (void *buf, uint32_t count, uint64_t offset, int *err)
   }
   free (data);
   return 0;
+}
+
+int
+sums_pread (void *buf, uint32_t count, uint64_t offset, int *err)
+{
+  uint64_t off, size = rep.log->sb.backing_size, end;
+  uint32_t nblocks;
+  unsigned shift;
+  int r;
+
+  if (sums_request (count, offset, &shift, &off, &nblocks) == -1) {
+    *err = EINVAL;
+    return -1;
+  }
+  end = off + ((uint64_t) nblocks << shift);
+  if (end > size)
+    end = size;
+  pthread_mutex_lock (&sums_lock);
+  r = sums_compute (buf, off, end, shift, err);
+  pthread_mutex_unlock (&sums_lock);
+  return r;
 }

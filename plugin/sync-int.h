@@ -12,11 +12,15 @@
 #include <pthread.h>
 
 #define MAX_RANGES       64           /* verify ranges kept for status */
-#define READ_AHEAD       2            /* chunks asked for ahead */
+#define READ_AHEAD       2            /* chunks the reader is asked for
+                                       * ahead */
 #define READER_SLOTS     (READ_AHEAD + 1) /* and one whose re-sent runs
                                        * the finisher holds */
-#define CONFIRM_REQ      READER_SLOTS
-#define SUMS_REQS        (READER_SLOTS + 1)
+#define SUMS_AHEAD       8            /* chunks whose sums are asked for
+                                       * ahead: their answers queue behind
+                                       * the batches on the link */
+#define CONFIRM_REQ      SUMS_AHEAD
+#define SUMS_REQS        (SUMS_AHEAD + 1)
 
 enum phase { PH_NONE = 0, PH_INITIAL, PH_RESYNC, PH_VERIFY };
 
@@ -55,7 +59,7 @@ struct sync_state {
   enum phase phase;             /* the pass running or awaiting its ack */
   uint64_t end_seq;             /* its SYNC_END record, once appended */
   struct sums_req req[SUMS_REQS]; /* sums asked for ahead (chunk i's
-                                 * in i % READER_SLOTS) and for a
+                                 * in i % SUMS_AHEAD) and for a
                                  * verify's confirmation (CONFIRM_REQ) */
   uint64_t next_id;
   /* Progress of the current (or last) pass. */

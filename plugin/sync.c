@@ -355,22 +355,19 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k,
   return 0;
 }
 
-/* Ask for the sums of the chunk at off, and the reader for the chunk
- * into slot k (neither in full mode).
+/* Ask for the peer's sums of the chunk at off (not in full mode: every
+ * block differs).
  */
 static int
-ask_chunk (struct sums_req *q, struct chunk_reader *rd, int k, uint64_t off,
-           bool full)
+ask_sums (struct sums_req *q, uint64_t off, bool full)
 {
   int r;
 
   pthread_mutex_lock (&Y.lock);
   r = sums_ask (q, off, chunk_blocks (off));
   pthread_mutex_unlock (&Y.lock);
-  if (r == 0 && !full) {
-    chunk_reader_ask (rd, k, q->off, req_bytes (q));
+  if (r == 0 && !full)
     r = sums_send (q);
-  }
   return r;
 }
 
@@ -411,22 +408,56 @@ prefetch_chunk (const struct sums_req *q)
                    q->off);
 }
 
-/* Walk the volume (or the bitmap's chunks), the sums of READ_AHEAD
- * chunks (two) asked for ahead and the chunks read by the reader thread
- * meanwhile (in full mode, the disk asked to read the next one).
- * Chunk i is in slot i % READER_SLOTS: the chunk before the one being
- * compared keeps its slot (its buffer) until the finisher is done with
- * its runs, which resend_chunk waits for before it returns.
+_Static_assert (READ_AHEAD <= SUMS_AHEAD,
+                "the reader is asked for chunks whose sums are asked for");
+
+/* Ask for what the walk needs ahead of chunk cur (chunks are counted
+ * from 0): the peer's sums of the next SUMS_AHEAD chunks, in the order
+ * next_chunk gives (*next: the volume offset of the next one not asked
+ * for yet, *asked: how many are), and the reader for the next
+ * READ_AHEAD of them (*read), at the offsets their sums requests hold:
+ * both follow one list of chunks, however the bitmap changes meanwhile.
+ * Chunk i's sums are in Y.req[i % SUMS_AHEAD], its bytes in the
+ * reader's slot i % READER_SLOTS.
+ */
+static int
+ask_ahead (struct chunk_reader *rd, uint64_t cur, uint64_t *asked,
+           uint64_t *read, uint64_t *next, bool full, bool bitmap)
+{
+  uint64_t size = rep.log->sb.backing_size;
+
+  while (*next < size && *asked < cur + SUMS_AHEAD) {
+    if (ask_sums (&Y.req[*asked % SUMS_AHEAD], *next, full) == -1)
+      return -1;
+    *next = next_chunk (*next + CHUNK_BYTES, bitmap);
+    ++*asked;
+  }
+  while (!full && *read < *asked && *read < cur + READ_AHEAD) {
+    const struct sums_req *q = &Y.req[*read % SUMS_AHEAD];
+
+    chunk_reader_ask (rd, *read % READER_SLOTS, q->off, req_bytes (q));
+    ++*read;
+  }
+  return 0;
+}
+
+/* Walk the volume (or the bitmap's chunks), the peer's sums asked for
+ * SUMS_AHEAD chunks ahead (their answers come back behind the batches
+ * in flight on the link) and the chunks read by the reader thread
+ * READ_AHEAD ahead (in full mode, the disk asked to read the next one).
+ * The chunk before the one being compared keeps its reader slot (its
+ * buffer) until the finisher is done with its runs, which resend_chunk
+ * waits for before it returns: only then is the slot asked for again.
  */
 static int
 walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
 {
-  uint64_t size = rep.log->sb.backing_size, t0 = now_ns ();
+  uint64_t t0 = now_ns ();
   struct chunk_reader *rd = full ? NULL : chunk_reader_start (CHUNK_BYTES);
   struct finisher *fin = finisher_start ();
   bool *diff = calloc (CHUNK_BYTES >> WIRE_SUMS_MIN_SHIFT, sizeof *diff);
-  uint64_t next = next_chunk (0, bitmap);
-  int ret = 0, cur = 0, queued = 0;
+  uint64_t next = next_chunk (0, bitmap), cur = 0, asked = 0, read = 0;
+  int ret = 0;
 
   pthread_mutex_lock (&Y.lock);
   memset (Y.wait_ns, 0, sizeof Y.wait_ns);
@@ -438,28 +469,18 @@ walk (enum phase ph, bool full, bool bitmap, bool repair, uint64_t gen)
     free (diff);
     return -1;
   }
-  for (int k = 0; k < READ_AHEAD && next < size && ret == 0; ++k) {
-    ret = ask_chunk (&Y.req[k], rd, k, next, full);
-    next = next_chunk (next + CHUNK_BYTES, bitmap);
-    queued++;
-  }
-  while (queued > 0 && ret == 0) {
+  ret = ask_ahead (rd, cur, &asked, &read, &next, full, bitmap);
+  while (cur < asked && ret == 0) {
     /* (Not read here in full mode: re-sent runs are, under their locks.
      * Otherwise the reader is reading it already.)
      */
-    if (full && queued > 1)
-      prefetch_chunk (&Y.req[(cur + 1) % READER_SLOTS]);
-    ret = do_chunk (&Y.req[cur], rd, cur, fin, diff, ph, full, repair, gen,
-                    t0);
-    queued--;
-    if (ret == 0 && next < size) {
-      int k = (cur + READ_AHEAD) % READER_SLOTS;
-
-      ret = ask_chunk (&Y.req[k], rd, k, next, full);
-      next = next_chunk (next + CHUNK_BYTES, bitmap);
-      queued++;
-    }
-    cur = (cur + 1) % READER_SLOTS;
+    if (full && cur + 1 < asked)
+      prefetch_chunk (&Y.req[(cur + 1) % SUMS_AHEAD]);
+    ret = do_chunk (&Y.req[cur % SUMS_AHEAD], rd, cur % READER_SLOTS, fin,
+                    diff, ph, full, repair, gen, t0);
+    cur++;
+    if (ret == 0)
+      ret = ask_ahead (rd, cur, &asked, &read, &next, full, bitmap);
   }
   /* Before the reader's buffers go: the runs may point into them. */
   if (finisher_stop (fin) == -1 && ret == 0) {

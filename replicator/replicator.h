@@ -42,7 +42,7 @@
 /* Block sums reads (CHAN_SUMS_REQ): a window of their own, so that
  * neither they nor batches wait for the other's.
  */
-#define MAX_INFLIGHT_SUMS      4
+#define MAX_INFLIGHT_SUMS      8
 #define MAX_QUEUED_SUMS        64     /* waiting, beyond those in flight */
 #define SUMS_OUTSTANDING_MAX   (MAX_INFLIGHT_SUMS + MAX_QUEUED_SUMS)
 #define REPL_TEXT_MAX          1024   /* our LINKDOWN and log texts */
