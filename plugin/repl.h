@@ -174,6 +174,9 @@ extern void bitmap_end (void);
  * zero instead of reading it; ask the plugin to read ahead.
  */
 extern int volume_read (void *buf, uint64_t len, uint64_t off, int *err);
+/* ... or 1 with buf untouched: the whole range reads as zero. */
+extern int volume_read_unless_zero (void *buf, uint64_t len, uint64_t off,
+                                    int *err);
 extern void volume_prefetch (uint64_t len, uint64_t off);
 
 /* sums.c: the secondary's block sums (a read of the sums region). */

@@ -9,6 +9,7 @@
  * keeps).  The primary compares them with its own (plugin/sync.c).
  */
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <errno.h>
 #include <pthread.h>
@@ -55,6 +56,32 @@ sums_request (uint32_t count, uint64_t offset, unsigned *shift,
   return 0;
 }
 
+/* The sums of n bytes that read as zero, from block *done on: blocks of
+ * bs bytes share one sum (zsum, computed once per request: *have_zsum),
+ * a short last block has its own.  data (at least bs bytes) is
+ * scratch.
+ */
+static void
+zero_sums (uint8_t *out, uint64_t n, uint32_t bs, uint8_t *data,
+           uint8_t *zsum, bool *have_zsum, uint32_t *done)
+{
+  for (uint64_t p = 0; p < n; p += bs, ++*done) {
+    uint8_t *sum = out + (size_t) *done * WIRE_SUM_SIZE;
+
+    if (n - p < bs) {
+      memset (data, 0, n - p);
+      bsum_block (data, n - p, sum);
+      continue;
+    }
+    if (!*have_zsum) {
+      memset (data, 0, bs);
+      bsum_block (data, bs, zsum);
+      *have_zsum = true;
+    }
+    memcpy (sum, zsum, WIRE_SUM_SIZE);
+  }
+}
+
 /* The sums of the blocks of 1 << shift bytes from off to end. */
 static int
 sums_compute (void *buf, uint64_t off, uint64_t end, unsigned shift,
@@ -62,7 +89,9 @@ sums_compute (void *buf, uint64_t off, uint64_t end, unsigned shift,
 {
   uint64_t size = rep.log->sb.backing_size;
   uint32_t bs = 1u << shift, done = 0;
-  uint8_t *data = malloc (READ_BYTES > bs ? READ_BYTES : bs);
+  uint32_t piece = READ_BYTES > bs ? READ_BYTES : bs;
+  uint8_t *data = malloc (piece), zsum[WIRE_SUM_SIZE];
+  bool have_zsum = false;
 
   if (!data) {
     *err = ENOMEM;
@@ -73,22 +102,24 @@ sums_compute (void *buf, uint64_t off, uint64_t end, unsigned shift,
    */
   if (end < size)
     volume_prefetch (end - off < size - end ? end - off : size - end, end);
-  /* A piece of whole blocks at a time, hashed as it comes. */
+  /* A piece of whole blocks at a time, hashed as it comes; a piece that
+   * reads as zero (a hole of a sparse disk: an empty secondary is all
+   * holes) is neither read, nor zeroed, nor hashed block by block.
+   */
   while (off < end) {
-    uint64_t n = end - off;
-    uint32_t piece = READ_BYTES > bs ? READ_BYTES : bs;
-    int r;
+    uint64_t n = end - off < piece ? end - off : piece;
+    int r = volume_read_unless_zero (data, n, off, err);
 
-    if (n > piece)
-      n = piece;
-    r = volume_read (data, n, off, err);
     if (r == -1) {
       free (data);
       return -1;
     }
-    for (uint64_t p = 0; p < n; p += bs, done++)
-      bsum_block (data + p, n - p < bs ? n - p : bs,
-                  (uint8_t *) buf + (size_t) done * WIRE_SUM_SIZE);
+    if (r == 1)
+      zero_sums (buf, n, bs, data, zsum, &have_zsum, &done);
+    else
+      for (uint64_t p = 0; p < n; p += bs, done++)
+        bsum_block (data + p, n - p < bs ? n - p : bs,
+                    (uint8_t *) buf + (size_t) done * WIRE_SUM_SIZE);
     off += n;
   }
   free (data);

@@ -8,6 +8,10 @@
  * more than its data; everything else is read.  Extents are only a
  * hint: a plugin without them, or an error asking, means a plain read.
  *
+ * volume_read_unless_zero does not even zero a range that reads as
+ * zero as a whole: it says so instead (the secondary's sums of a sparse
+ * disk cost no memset and no hashing, plugin/sums.c).
+ *
  * volume_prefetch asks the plugin to start reading a range that will
  * be read next (NBD_CMD_CACHE; the file plugin's is posix_fadvise
  * WILLNEED), so that the disk reads it meanwhile.  Only a plugin with a
@@ -21,6 +25,7 @@
  * instead of saving a wait.
  */
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <inttypes.h>
 
@@ -53,26 +58,64 @@ plain_read (void *buf, uint64_t len, uint64_t off, int *err)
   return 0;
 }
 
-int
-volume_read (void *buf, uint64_t len, uint64_t off, int *err)
+/* The plugin's extents of [off, off + len), or NULL: it has none, or
+ * could not say (then everything is read).
+ */
+static struct nbdkit_extents *
+get_extents (uint64_t len, uint64_t off)
 {
   struct nbdkit_extents *ex;
-  uint64_t pos = off, end = off + len;
   int r, e = 0;
 
-  if (len == 0)
-    return 0;
-  if (rep.ctx->can_extents (rep.ctx) <= 0 || len > UINT32_MAX)
-    return plain_read (buf, len, off, err);
-  ex = nbdkit_extents_new (off, end);
+  if (len == 0 || len > UINT32_MAX || rep.ctx->can_extents (rep.ctx) <= 0)
+    return NULL;
+  ex = nbdkit_extents_new (off, off + len);
   if (!ex)
-    return plain_read (buf, len, off, err);
+    return NULL;
   plugin_call_begin ();
   r = rep.ctx->extents (rep.ctx, len, off, 0, ex, &e);
   plugin_call_end ();
   if (r == -1) {
     nbdkit_extents_free (ex);
+    return NULL;
+  }
+  return ex;
+}
+
+/* Whether the extents say that all of [off, end) reads as zero. */
+static bool
+all_zero (struct nbdkit_extents *ex, uint64_t off, uint64_t end)
+{
+  uint64_t pos = off;
+
+  for (size_t i = 0; i < nbdkit_extents_count (ex) && pos < end; ++i) {
+    struct nbdkit_extent x = nbdkit_get_extent (ex, i);
+
+    if (x.offset > pos || !(x.type & NBDKIT_EXTENT_ZERO))
+      return false;
+    if (x.offset + x.length > pos)
+      pos = x.offset + x.length;
+  }
+  return pos >= end;
+}
+
+/* Read [off, off + len) into buf, zeroing the ranges that read as
+ * zero.  With may_skip, a range that reads as zero as a whole is not
+ * even zeroed: returns 1, buf untouched.  Otherwise 0, or -1 (*err).
+ */
+static int
+read_range (void *buf, uint64_t len, uint64_t off, bool may_skip, int *err)
+{
+  struct nbdkit_extents *ex;
+  uint64_t pos = off, end = off + len;
+
+  if (len == 0)
+    return 0;
+  if (!(ex = get_extents (len, off)))
     return plain_read (buf, len, off, err);
+  if (may_skip && all_zero (ex, off, end)) {
+    nbdkit_extents_free (ex);
+    return 1;
   }
   for (size_t i = 0; i < nbdkit_extents_count (ex) && pos < end; ++i) {
     struct nbdkit_extent x = nbdkit_get_extent (ex, i);
@@ -98,6 +141,18 @@ volume_read (void *buf, uint64_t len, uint64_t off, int *err)
  fail:
   nbdkit_extents_free (ex);
   return -1;
+}
+
+int
+volume_read (void *buf, uint64_t len, uint64_t off, int *err)
+{
+  return read_range (buf, len, off, false, err) == -1 ? -1 : 0;
+}
+
+int
+volume_read_unless_zero (void *buf, uint64_t len, uint64_t off, int *err)
+{
+  return read_range (buf, len, off, true, err);
 }
 
 void

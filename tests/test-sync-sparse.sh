@@ -9,7 +9,8 @@
 # the files are byte-identical, and the link (both directions, measured
 # by the relay) carried less than 16 MiB of data + 4 MiB of checksums
 # (16 bytes per 4 KiB block) + 1 MiB: the garbage went away without its
-# size in data crossing the link.
+# size in data crossing the link.  Exactly the 6144 blocks of data and
+# garbage differed: the sums of holes equal those of zeros read.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires cmp --version
@@ -66,6 +67,13 @@ echo "$0: status: $(status_get "$TMPD/pri.ctl" sync_passes \
     fail "the secondary is still inconsistent"
 cmp "$TMPD/pri.img" "$TMPD/sec.img" ||
     fail "the secondary's file differs from the primary's"
+# Exactly the primary's data and the secondary's garbage differ: the sums
+# of a hole (the secondary's are not read, nor hashed block by block:
+# plugin/sums.c zero_sums) are those of zeros read (the primary's).
+differing=$(status_field "$TMPD/pri.ctl" sync_blocks_differing)
+[ "$differing" = $(((16 + 8) * MIB / BS)) ] ||
+    fail "$differing blocks differed, not $(((16 + 8) * MIB / BS))" \
+         "(16 MiB of data, 8 MiB of garbage): wrong sums of holes?"
 echo "$0: allocated after: primary $(alloc "$TMPD/pri.img")," \
     "secondary $(alloc "$TMPD/sec.img") bytes"
 
