@@ -66,6 +66,8 @@ struct sync_state {
   uint64_t total, done, sent, differing, passes;
   uint64_t t_start_ns, t_end_ns;
   char why[160];
+  uint64_t failures;            /* of this pass, by a local error: each
+                                 * is retried after RETRY_S (sync.c) */
   /* Verify. */
   const char *vstate;           /* idle running clean mismatch repaired
                                  * failed */

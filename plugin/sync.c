@@ -43,6 +43,8 @@ NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
 #define CHUNK_BYTES      (16u << 20)  /* volume bytes compared per step */
 #define SUMS_TIMEOUT_S   120          /* the peer hashes 16 MiB per reply */
 #define ACK_TIMEOUT_S    60           /* verify: the peer catching up */
+#define RETRY_S          5            /* a pass stopped by a local error
+                                       * runs again after this */
 
 static const char *
 phase_name (enum phase p)
@@ -507,7 +509,7 @@ append_end (uint64_t base, uint64_t *seq)
   return 0;
 }
 
-static void
+static int
 run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
           uint64_t gen)
 {
@@ -553,9 +555,53 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
   pthread_mutex_unlock (&Y.lock);
   if (r == 0 && ph != PH_VERIFY)
     repl_kick_acked ();         /* it may be acknowledged already */
-  if (r == -1 && ph != PH_VERIFY)
+  if (r == -1 && ph != PH_VERIFY && aborted (gen))
     nbdkit_debug ("replica: %s pass stopped; it restarts when the peer "
                   "is back", phase_name (ph));
+  else if (r == -1 && ph != PH_VERIFY)
+    nbdkit_error ("replica: %s pass failed (the errors above); it runs "
+                  "again in %d s", phase_name (ph), RETRY_S);
+  return r;
+}
+
+/* Progress from zero: a pass starts (Y.lock held). */
+static void
+progress_reset (bool bitmap)
+{
+  Y.total = bitmap ? dirty_chunk_bytes () : rep.log->sb.backing_size;
+  Y.done = Y.sent = Y.differing = 0;
+  __atomic_store_n (&Y.reused_bytes, 0, __ATOMIC_RELAXED);
+  Y.t_start_ns = now_ns ();
+  Y.t_end_ns = 0;
+}
+
+/* A sync or resync pass of gen stopped by a local error (reading the
+ * volume, appending to our log: nbdkit's log says which), the link
+ * still up (Y.lock held).  Nothing else would start it again, as
+ * passes start at a handshake: it runs again, with the same base, after
+ * RETRY_S, unless a new pass or a lost link (gen) supersedes it
+ * meanwhile.  The failed pass's records are harmless: the pass is exact
+ * however often it runs after its base, and only the end record of the
+ * one that completes ends it (21.2).
+ */
+static void
+retry_later (enum phase ph, bool full, bool bitmap, uint64_t base,
+             uint64_t gen)
+{
+  uint64_t until = now_ns () + (uint64_t) RETRY_S * 1000000000;
+
+  Y.failures++;
+  while (!aborted (gen) && !Y.want && now_ns () < until)
+    ywait_ms (200);
+  if (aborted (gen) || Y.want)
+    return;
+  Y.want = true;
+  Y.want_phase = ph;
+  Y.want_full = full;
+  Y.want_repair = false;
+  Y.want_bitmap = bitmap;
+  Y.want_base = base;
+  progress_reset (bitmap);
 }
 
 static void *
@@ -566,6 +612,7 @@ sync_thread (void *arg)
     enum phase ph;
     bool full, repair, bitmap;
     uint64_t gen, base;
+    int r;
 
     if (!Y.want) {
       ywait_ms (1000);
@@ -579,8 +626,10 @@ sync_thread (void *arg)
     base = Y.want_base;
     gen = Y.gen;
     pthread_mutex_unlock (&Y.lock);
-    run_pass (ph, full, bitmap, repair, base, gen);
+    r = run_pass (ph, full, bitmap, repair, base, gen);
     pthread_mutex_lock (&Y.lock);
+    if (r == -1 && ph != PH_VERIFY && !aborted (gen))
+      retry_later (ph, full, bitmap, base, gen);
   }
   pthread_mutex_unlock (&Y.lock);
   return NULL;
@@ -603,11 +652,8 @@ sync_start_pass (bool initial, bool full, bool bitmap, uint64_t base,
   Y.phase = Y.want_phase;
   Y.end_seq = 0;
   Y.nours = 0;
-  Y.total = bitmap ? dirty_chunk_bytes () : rep.log->sb.backing_size;
-  Y.done = Y.sent = Y.differing = 0;
-  __atomic_store_n (&Y.reused_bytes, 0, __ATOMIC_RELAXED);
-  Y.t_start_ns = now_ns ();
-  Y.t_end_ns = 0;
+  Y.failures = 0;
+  progress_reset (bitmap);
   snprintf (Y.why, sizeof Y.why, "%s", why);
   pthread_cond_broadcast (&Y.cond);
   pthread_mutex_unlock (&Y.lock);
@@ -766,6 +812,27 @@ initial_sync_name (void)
   }
 }
 
+/* sync_reason (Y.lock held): why the pass runs, and whether it failed
+ * and is retried.
+ */
+static void
+add_reason (json_object *o)
+{
+  char text[sizeof Y.why + 128];
+
+  if (Y.phase == PH_NONE || Y.phase == PH_VERIFY || !Y.why[0]) {
+    json_object_object_add (o, "sync_reason", NULL);
+    return;
+  }
+  if (Y.failures == 0)
+    snprintf (text, sizeof text, "%s", Y.why);
+  else
+    snprintf (text, sizeof text, "%s; the pass failed %" PRIu64 " time%s "
+              "(see nbdkit's log) and is retried every %d s", Y.why,
+              Y.failures, Y.failures == 1 ? "" : "s", RETRY_S);
+  json_object_object_add (o, "sync_reason", json_object_new_string (text));
+}
+
 void
 sync_status (json_object *o)
 {
@@ -778,9 +845,7 @@ sync_status (json_object *o)
   rate = elapsed > 0 ? (uint64_t) (Y.done * 1e9 / elapsed) : 0;
   json_object_object_add (o, "sync_phase",
                           json_object_new_string (phase_name (Y.phase)));
-  json_object_object_add (o, "sync_reason", Y.phase != PH_NONE && Y.why[0]
-                          && Y.phase != PH_VERIFY
-                          ? json_object_new_string (Y.why) : NULL);
+  add_reason (o);
   add_u64 (o, "sync_total_bytes", Y.total);
   add_u64 (o, "sync_done_bytes", Y.done);
   add_u64 (o, "sync_remaining_bytes", Y.total - Y.done);
