@@ -124,14 +124,46 @@ sums_send (const struct sums_req *q)
   return repl_sums_request (q->off, q->nblocks, block_shift (), q->id);
 }
 
+/* The requests answered ENOTCONN, from q on (q's and those asked for
+ * after it: higher ids), in the order they were asked, made pending
+ * again with new ids (Y.lock held).  Returns how many, in again[].
+ */
+static size_t
+reask_notconn (struct sums_req *q, struct sums_req *again[SUMS_REQS])
+{
+  uint64_t from = q->id;
+  size_t n = 0;
+
+  for (;;) {
+    struct sums_req *next = NULL;
+
+    for (size_t i = 0; i < SUMS_REQS; ++i) {
+      struct sums_req *r = &Y.req[i];
+      if (r->done && r->err == ENOTCONN && r->id >= from &&
+          (!next || r->id < next->id))
+        next = r;
+    }
+    if (!next)
+      return n;
+    next->done = false;
+    next->err = 0;
+    next->id = ++Y.next_id;
+    again[n++] = next;
+  }
+}
+
 /* Wait for the answer to q; returns 0, or -1 (link lost, error).  The
  * replicator answers ENOTCONN until its connection is shipping (the
- * request may overtake the handshake's end): asked again then.
+ * requests may overtake the handshake's end): asked again then, q and
+ * the requests asked for after it (answered so too, most likely)
+ * together, not one wait of the walk each.
  */
 static int
 sums_wait (struct sums_req *q, uint64_t gen)
 {
   uint64_t deadline = now_ns () + (uint64_t) SUMS_TIMEOUT_S * 1000000000;
+  struct sums_req *again[SUMS_REQS];
+  size_t n;
 
   pthread_mutex_lock (&Y.lock);
   for (;;) {
@@ -140,12 +172,11 @@ sums_wait (struct sums_req *q, uint64_t gen)
     if (!q->done || q->err != ENOTCONN || aborted (gen) ||
         now_ns () >= deadline)
       break;
-    q->done = false;
-    q->err = 0;
-    q->id = ++Y.next_id;
+    n = reask_notconn (q, again);
     ywait_ms (50);
     pthread_mutex_unlock (&Y.lock);
-    sums_send (q);
+    for (size_t i = 0; i < n; ++i)
+      sums_send (again[i]);
     pthread_mutex_lock (&Y.lock);
   }
   if (!q->done && !aborted (gen))
@@ -564,10 +595,18 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
   return r;
 }
 
-/* Progress from zero: a pass starts (Y.lock held). */
+/* Ask the sync thread for a sync or resync pass, progress from zero
+ * (Y.lock held).
+ */
 static void
-progress_reset (bool bitmap)
+want_pass (enum phase ph, bool full, bool bitmap, uint64_t base)
 {
+  Y.want = true;
+  Y.want_phase = ph;
+  Y.want_full = full;
+  Y.want_repair = false;
+  Y.want_bitmap = bitmap;
+  Y.want_base = base;
   Y.total = bitmap ? dirty_chunk_bytes () : rep.log->sb.backing_size;
   Y.done = Y.sent = Y.differing = 0;
   __atomic_store_n (&Y.reused_bytes, 0, __ATOMIC_RELAXED);
@@ -593,15 +632,8 @@ retry_later (enum phase ph, bool full, bool bitmap, uint64_t base,
   Y.failures++;
   while (!aborted (gen) && !Y.want && now_ns () < until)
     ywait_ms (200);
-  if (aborted (gen) || Y.want)
-    return;
-  Y.want = true;
-  Y.want_phase = ph;
-  Y.want_full = full;
-  Y.want_repair = false;
-  Y.want_bitmap = bitmap;
-  Y.want_base = base;
-  progress_reset (bitmap);
+  if (!aborted (gen) && !Y.want)
+    want_pass (ph, full, bitmap, base);
 }
 
 static void *
@@ -642,18 +674,12 @@ sync_start_pass (bool initial, bool full, bool bitmap, uint64_t base,
                  const char *why)
 {
   pthread_mutex_lock (&Y.lock);
-  Y.want_base = base;
   Y.gen++;
-  Y.want = true;
-  Y.want_phase = initial ? PH_INITIAL : PH_RESYNC;
-  Y.want_full = full;
-  Y.want_repair = false;
-  Y.want_bitmap = bitmap;
+  want_pass (initial ? PH_INITIAL : PH_RESYNC, full, bitmap, base);
   Y.phase = Y.want_phase;
   Y.end_seq = 0;
   Y.nours = 0;
   Y.failures = 0;
-  progress_reset (bitmap);
   snprintf (Y.why, sizeof Y.why, "%s", why);
   pthread_cond_broadcast (&Y.cond);
   pthread_mutex_unlock (&Y.lock);
