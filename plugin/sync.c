@@ -545,6 +545,7 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
           uint64_t gen)
 {
   uint64_t end_seq = 0;
+  bool stale;
   int r;
 
   if (replica_debug_sync)
@@ -583,10 +584,11 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
      */
     Y.end_seq = end_seq;
   }
+  stale = aborted (gen);
   pthread_mutex_unlock (&Y.lock);
   if (r == 0 && ph != PH_VERIFY)
     repl_kick_acked ();         /* it may be acknowledged already */
-  if (r == -1 && ph != PH_VERIFY && aborted (gen))
+  if (r == -1 && ph != PH_VERIFY && stale)
     nbdkit_debug ("replica: %s pass stopped; it restarts when the peer "
                   "is back", phase_name (ph));
   else if (r == -1 && ph != PH_VERIFY)
