@@ -1,6 +1,8 @@
 /* nbd-replica: the sync engine's state, shared by sync.c (the thread,
- * the walk, verify, status) and sync-resend.c (re-logging differing
- * blocks, and the throttle that yields to clients).  Internal to them.
+ * the walk, verify), sync-sums.c (the peer's sums), sync-read.c (the
+ * walk's reader), sync-resend.c (re-logging differing blocks, and the
+ * throttle that yields to clients) and sync-status.c.  Internal to
+ * them.
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  */
 #ifndef REPLICA_SYNC_INT_H
@@ -12,6 +14,8 @@
 #include <pthread.h>
 
 #define MAX_RANGES       64           /* verify ranges kept for status */
+#define RETRY_S          5            /* a pass stopped by a local error
+                                       * runs again after this */
 #define READ_AHEAD       2            /* chunks the reader is asked for
                                        * ahead */
 #define READER_SLOTS     (READ_AHEAD + 1) /* and one whose re-sent runs
@@ -95,12 +99,22 @@ struct sync_state {
 extern struct sync_state Y;
 
 /* sync.c */
+extern const char *phase_name (enum phase p);
 extern unsigned block_shift (void);
 extern void ywait_ms (unsigned ms);             /* Y.lock held */
 extern bool aborted (uint64_t gen);             /* Y.lock held */
 extern int read_volume (void *buf, uint64_t len, uint64_t off);
 extern uint32_t block_len (uint64_t off, uint32_t i);
 extern void sync_waited (enum wait_for what, uint64_t since_ns);
+
+/* sync-sums.c: the peer's sums of a chunk.  sums_ask fills a request
+ * (Y.lock held), sums_send sends it (without Y.lock: repl.c's lock comes
+ * first), sums_wait waits for its answer: 0, or -1 (link lost, error,
+ * timeout).
+ */
+extern int sums_ask (struct sums_req *q, uint64_t off, uint32_t nblocks);
+extern int sums_send (const struct sums_req *q);
+extern int sums_wait (struct sums_req *q, uint64_t gen);
 
 /* Taken before a read of the volume: was any change to the volume in
  * progress, and how many had started (sync_snap_take).  If none was in

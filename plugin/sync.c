@@ -4,8 +4,9 @@
  * One thread walks the volume in chunks.  For each chunk it asks the
  * peer for its block sums (through the replicator: CHAN_SUMS_REQ), reads
  * and hashes the same blocks here, and re-logs every block that differs
- * (resend_run, in sync-resend.c with the throttle; the state both share
- * is in sync-int.h): under the block's range lock it reads the block and
+ * (resend_run, in sync-resend.c with the throttle; the peer's sums are
+ * asked for in sync-sums.c, the chunks read in sync-read.c, the status
+ * made in sync-status.c; the state they share is in sync-int.h): under the block's range lock it reads the block and
  * queues it to our own log as an ordinary record flagged
  * RLOG_FLAG_SYNC, so it takes its place in the seq order among the
  * clients' writes and reaches the peer by the normal shipping, applied
@@ -33,7 +34,6 @@
 #include "replica.h"
 #include "repl.h"
 #include "conns.h"
-#include "chan.h"
 #include "wire.h"
 #include "blocksum.h"
 #include "sync-int.h"
@@ -41,12 +41,9 @@
 NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
 
 #define CHUNK_BYTES      (16u << 20)  /* volume bytes compared per step */
-#define SUMS_TIMEOUT_S   120          /* the peer hashes 16 MiB per reply */
 #define ACK_TIMEOUT_S    60           /* verify: the peer catching up */
-#define RETRY_S          5            /* a pass stopped by a local error
-                                       * runs again after this */
 
-static const char *
+const char *
 phase_name (enum phase p)
 {
   switch (p) {
@@ -98,115 +95,6 @@ bool
 aborted (uint64_t gen)
 {
   return Y.gen != gen || Y.stopping;
-}
-
-/* ---- the peer's sums ---- */
-
-static int
-sums_ask (struct sums_req *q, uint64_t off, uint32_t nblocks)
-{
-  q->off = off;
-  q->nblocks = nblocks;
-  q->done = false;
-  q->err = 0;
-  q->id = ++Y.next_id;
-  free (q->sums);
-  q->sums = malloc ((size_t) nblocks * WIRE_SUM_SIZE);
-  if (!q->sums)
-    return -1;
-  return 0;
-}
-
-/* Sends the request (without Y.lock: repl.c's lock comes first). */
-static int
-sums_send (const struct sums_req *q)
-{
-  return repl_sums_request (q->off, q->nblocks, block_shift (), q->id);
-}
-
-/* The requests answered ENOTCONN, from q on (q's and those asked for
- * after it: higher ids), in the order they were asked, made pending
- * again with new ids (Y.lock held).  Returns how many, in again[].
- */
-static size_t
-reask_notconn (struct sums_req *q, struct sums_req *again[SUMS_REQS])
-{
-  uint64_t from = q->id;
-  size_t n = 0;
-
-  for (;;) {
-    struct sums_req *next = NULL;
-
-    for (size_t i = 0; i < SUMS_REQS; ++i) {
-      struct sums_req *r = &Y.req[i];
-      if (r->done && r->err == ENOTCONN && r->id >= from &&
-          (!next || r->id < next->id))
-        next = r;
-    }
-    if (!next)
-      return n;
-    next->done = false;
-    next->err = 0;
-    next->id = ++Y.next_id;
-    again[n++] = next;
-  }
-}
-
-/* Wait for the answer to q; returns 0, or -1 (link lost, error).  The
- * replicator answers ENOTCONN until its connection is shipping (the
- * requests may overtake the handshake's end): asked again then, q and
- * the requests asked for after it (answered so too, most likely)
- * together, not one wait of the walk each.
- */
-static int
-sums_wait (struct sums_req *q, uint64_t gen)
-{
-  uint64_t deadline = now_ns () + (uint64_t) SUMS_TIMEOUT_S * 1000000000;
-  struct sums_req *again[SUMS_REQS];
-  size_t n;
-
-  pthread_mutex_lock (&Y.lock);
-  for (;;) {
-    while (!q->done && !aborted (gen) && now_ns () < deadline)
-      ywait_ms (100);
-    if (!q->done || q->err != ENOTCONN || aborted (gen) ||
-        now_ns () >= deadline)
-      break;
-    n = reask_notconn (q, again);
-    ywait_ms (50);
-    pthread_mutex_unlock (&Y.lock);
-    for (size_t i = 0; i < n; ++i)
-      sums_send (again[i]);
-    pthread_mutex_lock (&Y.lock);
-  }
-  if (!q->done && !aborted (gen))
-    q->err = ETIMEDOUT;
-  pthread_mutex_unlock (&Y.lock);
-  if (!q->done || q->err) {
-    nbdkit_debug ("replica: sync: the peer's sums at %" PRIu64 ": %s",
-                  q->off, strerror (q->err ? q->err : ENOTCONN));
-    return -1;
-  }
-  return 0;
-}
-
-/* CHAN_SUMS from the replicator (repl.c, its lock held). */
-void
-sync_sums (const struct chan_msg *m)
-{
-  pthread_mutex_lock (&Y.lock);
-  for (size_t i = 0; i < SUMS_REQS; ++i) {
-    struct sums_req *q = &Y.req[i];
-    if (q->id != m->d || q->done)
-      continue;
-    if (m->e == 0 && m->text_len == (uint64_t) q->nblocks * WIRE_SUM_SIZE)
-      memcpy (q->sums, m->text, m->text_len);
-    else
-      q->err = m->e ? (int) m->e : EPROTO;
-    q->done = true;
-    pthread_cond_broadcast (&Y.cond);
-  }
-  pthread_mutex_unlock (&Y.lock);
 }
 
 /* ---- our side ---- */
@@ -828,83 +716,4 @@ sync_stop (void)
   Y.running = false;
   for (size_t i = 0; i < SUMS_REQS; ++i)
     free (Y.req[i].sums);
-}
-
-static const char *
-initial_sync_name (void)
-{
-  switch (repl_cfg.initial_sync) {
-  case LINK_INITIAL_FULL: return "full";
-  case LINK_INITIAL_NONE: return "none";
-  default: return "checksum";
-  }
-}
-
-/* sync_reason (Y.lock held): why the pass runs, and whether it failed
- * and is retried.
- */
-static void
-add_reason (json_object *o)
-{
-  char text[sizeof Y.why + 128];
-
-  if (Y.phase == PH_NONE || Y.phase == PH_VERIFY || !Y.why[0]) {
-    json_object_object_add (o, "sync_reason", NULL);
-    return;
-  }
-  if (Y.failures == 0)
-    snprintf (text, sizeof text, "%s", Y.why);
-  else
-    snprintf (text, sizeof text, "%s; the pass failed %" PRIu64 " time%s "
-              "(see nbdkit's log) and is retried every %d s", Y.why,
-              Y.failures, Y.failures == 1 ? "" : "s", RETRY_S);
-  json_object_object_add (o, "sync_reason", json_object_new_string (text));
-}
-
-void
-sync_status (json_object *o)
-{
-  uint64_t t, elapsed, rate;
-  json_object *ranges;
-
-  pthread_mutex_lock (&Y.lock);
-  t = Y.t_end_ns ? Y.t_end_ns : now_ns ();
-  elapsed = Y.t_start_ns ? t - Y.t_start_ns : 0;
-  rate = elapsed > 0 ? (uint64_t) (Y.done * 1e9 / elapsed) : 0;
-  json_object_object_add (o, "sync_phase",
-                          json_object_new_string (phase_name (Y.phase)));
-  add_reason (o);
-  add_u64 (o, "sync_total_bytes", Y.total);
-  add_u64 (o, "sync_done_bytes", Y.done);
-  add_u64 (o, "sync_remaining_bytes", Y.total - Y.done);
-  add_u64 (o, "sync_rate_bytes_per_sec", Y.phase != PH_NONE ? rate : 0);
-  json_object_object_add (o, "sync_eta_sec", Y.phase != PH_NONE && rate > 0
-                          ? json_object_new_int64 ((Y.total - Y.done) / rate)
-                          : NULL);
-  add_u64 (o, "sync_sent_bytes", Y.sent);
-  add_u64 (o, "sync_reused_bytes",
-           __atomic_load_n (&Y.reused_bytes, __ATOMIC_RELAXED));
-  add_u64 (o, "sync_wait_read_ms", Y.wait_ns[WAIT_READ] / 1000000);
-  add_u64 (o, "sync_wait_sums_ms", Y.wait_ns[WAIT_SUMS] / 1000000);
-  add_u64 (o, "sync_wait_throttle_ms", Y.wait_ns[WAIT_THROTTLE] / 1000000);
-  add_u64 (o, "sync_wait_finisher_ms", Y.wait_ns[WAIT_FINISHER] / 1000000);
-  add_u64 (o, "sync_blocks_differing", Y.differing);
-  add_u64 (o, "sync_passes", Y.passes);
-  add_u64 (o, "sync_block_size", 1ULL << block_shift ());
-  json_object_object_add (o, "initial_sync",
-                          json_object_new_string (initial_sync_name ()));
-  json_object_object_add (o, "verify_state",
-                          json_object_new_string (Y.vstate));
-  add_u64 (o, "verify_mismatched_blocks", Y.vblocks);
-  ranges = json_object_new_array ();
-  for (size_t i = 0; i < Y.nvr; ++i) {
-    json_object *r = json_object_new_object ();
-    add_u64 (r, "offset", Y.vr[i].off);
-    add_u64 (r, "length", Y.vr[i].len);
-    json_object_array_add (ranges, r);
-  }
-  json_object_object_add (o, "verify_ranges", ranges);
-  json_object_object_add (o, "verify_error", Y.verror[0]
-                          ? json_object_new_string (Y.verror) : NULL);
-  pthread_mutex_unlock (&Y.lock);
 }

@@ -6,7 +6,10 @@
  * WIRE_SUMS_OFFSET) and pass them back in a CHAN_SUMS frame.  Every
  * CHAN_SUMS_REQ gets exactly one CHAN_SUMS, as long as the channel
  * lasts: the answers of a dropped link (ENOTCONN) are sent before its
- * CHAN_LINKDOWN.
+ * CHAN_LINKDOWN.  A request that comes while the handshake is under way
+ * (the peer's HELLO read, not shipping yet) is queued, not refused: the
+ * filter asks for several chunks at the start of a pass, and would
+ * otherwise ask for each again.
  *
  * Reads have a window of their own (MAX_INFLIGHT_SUMS), apart from the
  * batches' (peer.c), and are started before new batches in each round:
@@ -70,7 +73,12 @@ sums_request (struct repl *r, const struct chan_msg *m)
     answer (r, m->a, m->b, m->c, m->d, EINVAL);
     return;
   }
-  if (p->state != PEER_SHIPPING) {
+  /* Before a peer's HELLO is read there is no connection that will
+   * ship soon; from then on (the filter starts a pass as soon as it
+   * hears of the peer) the request waits in the queue until shipping
+   * starts, or is answered ENOTCONN by peer_close if the link drops.
+   */
+  if (p->state < PEER_WAIT) {
     answer (r, m->a, m->b, m->c, m->d, ENOTCONN);
     return;
   }
