@@ -10,9 +10,10 @@
  * of the header is the reader's position before the first one.
  *
  * With --compress lz4 the records are compressed as one LZ4 block,
- * sent compressed only if that is smaller.  A batch is at most
- * WIRE_BATCH_MAX raw bytes, so header + data always fits one NBD
- * request (64 MiB) and one slot.
+ * sent compressed only if that is smaller.  A batch is built up to
+ * BATCH_TARGET_RAW (replicator.h: why) raw bytes, within the protocol's
+ * WIRE_BATCH_MAX, so header + data always fits one NBD request (64 MiB)
+ * and one slot.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,9 @@ _Static_assert (WIRE_BATCH_MAX + WIRE_BATCH_HDR_SIZE <= WIRE_BATCH_SLOT,
                 "a batch must fit its slot and one NBD request");
 _Static_assert (WIRE_BATCH_MAX <= LZ4_MAX_INPUT_SIZE,
                 "LZ4 block size limit");
+_Static_assert (BATCH_TARGET_RAW >= RLOG_MAX_REC_SIZE &&
+                BATCH_TARGET_RAW <= WIRE_BATCH_MAX,
+                "a batch holds a largest record, within the protocol's limit");
 
 /* Buffers of shipped batches, kept for the next ones: a fresh buffer
  * costs a page fault and a page of zeroes per 4 KiB, which at these
@@ -36,7 +40,7 @@ _Static_assert (WIRE_BATCH_MAX <= LZ4_MAX_INPUT_SIZE,
  * limit: that much is in flight while it is full anyway).  The
  * replicator is single-threaded.
  */
-#define POOL_MAX   16
+#define POOL_MAX   MAX_INFLIGHT_BATCHES
 #define POOL_BYTES (128u << 20)
 static struct { uint8_t *buf; size_t cap; } pool[POOL_MAX];
 static size_t pool_n, pool_bytes;
@@ -129,8 +133,8 @@ batch_build (struct batch *b, struct reader *r, uint64_t limit,
   memset (wb, 0, sizeof *wb);
   wb->prev_seq = r->prev_seq;
   wb->prev_epoch = r->prev_epoch;
-  if (budget > WIRE_BATCH_MAX)
-    budget = WIRE_BATCH_MAX;
+  if (budget > BATCH_TARGET_RAW)
+    budget = BATCH_TARGET_RAW;
 
   /* Stop while a largest record still fits, rather than reading one
    * too many: the reader cannot put a record back.
