@@ -40,11 +40,12 @@
  * CRCs, then writes it to its disk, and a batch of a few MiB is still
  * in the CPU's cache for the second and third pass over it.  Measured
  * on a 2 GiB initial sync onto an empty secondary (warm cache, this
- * machine): batches of up to 32 MiB, 16 in flight, cost the secondary
- * 5.9-6.8 CPU-s and the pass 7.0-7.8 s; batches of up to 4 MiB, 64 in
- * flight, 4.2-5.3 CPU-s and 5.4-6.4 s.  Up to 2 MiB (one record of
- * 1 MiB each) was slower again: 5.7-6.0 CPU-s.  The 128 MiB window
- * holds 32 or more of them, hence the 64.
+ * 2-core machine, 7 runs of each alternated): batches of up to 32 MiB,
+ * 16 in flight, took 6.0-7.8 s (median 7.1), the secondary 4.2-6.8
+ * CPU-s (median 6.2); batches of up to 4 MiB, 64 in flight, 5.4-6.4 s
+ * (median 5.9) and 4.2-5.3 CPU-s (median 4.5).  Up to 2 MiB (one
+ * record of 1 MiB each) was slower again: 5.7-6.0 CPU-s in 2 runs.
+ * The 128 MiB window holds 32 or more of them, hence the 64.
  */
 #define BATCH_TARGET_RAW       (4u << 20)
 #define CONNECT_TIMEOUT_MS     10000  /* connect + HELLO */
