@@ -16,8 +16,13 @@
 #define MAX_RANGES       64           /* verify ranges kept for status */
 #define RETRY_S          5            /* a pass stopped by a local error
                                        * runs again after this */
-#define READ_AHEAD       2            /* chunks the reader is asked for
-                                       * ahead */
+#define READ_AHEAD       4            /* chunks the reader is asked for
+                                       * ahead: while the walk waits for
+                                       * the pipeline, the disk keeps
+                                       * reading (with 2, a cold 4 GiB
+                                       * sync onto an empty secondary
+                                       * waited 1.4-1.8 s for its reads
+                                       * and took 10% longer) */
 #define READER_SLOTS     (READ_AHEAD + 1) /* and one whose re-sent runs
                                        * the finisher holds */
 #define SUMS_AHEAD       8            /* chunks whose sums are asked for
