@@ -22,7 +22,7 @@
                                        * reading (with 2, a cold 4 GiB
                                        * sync onto an empty secondary
                                        * waited 1.4-1.8 s for its reads
-                                       * and took 10% longer) */
+                                       * and took 10-13% longer) */
 #define READER_SLOTS     (READ_AHEAD + 1) /* and one whose re-sent runs
                                        * the finisher holds */
 #define SUMS_AHEAD       8            /* chunks whose sums are asked for
