@@ -184,10 +184,12 @@ replica_recover (struct replica *r)
   r->recovered_epoch = last_epoch;
   r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
   keep = r->role == RLOG_ROLE_PRIMARY && repl_keeps_tail ();
-  if (keep && r->recovered_lsn != scan.lsn && scan.records > 0 &&
-      bridge_gap (r, &last_rec, last_lsn, last_pcrc,
-                  r->recovered_lsn - scan.lsn) == -1)
-    goto fail;
+  if (keep && r->recovered_lsn != scan.lsn && scan.records > 0) {
+    if (bridge_gap (r, &last_rec, last_lsn, last_pcrc,
+                    r->recovered_lsn - scan.lsn) == -1)
+      goto fail;
+    repl_recovered_end (r->recovered_lsn);
+  }
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   if (!keep) {

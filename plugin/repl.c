@@ -667,6 +667,23 @@ repl_base_moved (uint64_t lsn)
   pthread_mutex_unlock (&R.lock);
 }
 
+/* The points at the last replayed record must name where the next
+ * record is: a pass whose base is our durable point (a bitmap resync)
+ * has the replicator read from there, and the bytes between the old
+ * end and lsn are the torn tail.
+ */
+void
+repl_recovered_end (uint64_t lsn)
+{
+  if (!configured)
+    return;
+  pthread_mutex_lock (&R.lock);
+  if (R.mlen > 0)
+    R.marks[(R.mhead + R.mlen - 1) % R.mcap].lsn_end = lsn;
+  R.written.lsn = R.durable.lsn = R.sent.lsn = lsn;
+  pthread_mutex_unlock (&R.lock);
+}
+
 int
 repl_start (struct replica *r)
 {

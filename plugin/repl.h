@@ -83,6 +83,10 @@ extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
  * (same record) over unreadable bytes to lsn.
  */
 extern void repl_base_moved (uint64_t lsn);
+/* Recovery made the last record it replayed (repl_recovered) absorb
+ * the unreadable bytes after it (bridge_gap): it now ends at lsn.
+ */
+extern void repl_recovered_end (uint64_t lsn);
 extern int repl_start (struct replica *r);
 extern void repl_stop (void);
 

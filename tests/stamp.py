@@ -2,7 +2,7 @@
 # nbd-replica: the stamped-write checker of the replication tests.
 # Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
 #
-#   stamp.py write URI BLOCKS LOG [--depth N] [--seconds S]
+#   stamp.py write URI BLOCKS LOG [--depth N] [--seconds S] [--resume 1]
 #       Keeps N 4 KiB writes in flight (one NBD connection, libnbd's
 #       asynchronous API) to random blocks, never two at once to the same
 #       block.  Each block written carries a stamp (block, write id, the
@@ -10,7 +10,9 @@
 #       gets a line when a write is submitted ("S clock id block") and
 #       when it is acknowledged ("A clock id block"), flushed at once; the
 #       clock counts events.  Stops at the time limit or when the server
-#       goes away (a kill), exit 0 either way.
+#       goes away (a kill), exit 0 either way.  --resume 1 appends to
+#       LOG, its write ids and clock going on from the last ones there,
+#       so that one check covers several writer runs on one volume.
 #
 #   stamp.py check URI BLOCKS LOG --mode sync|async
 #       Reads every block of a (promoted) copy and checks it:
@@ -51,11 +53,16 @@ def connect(uri):
     return h
 
 
-def write(uri, blocks, log, depth, seconds):
+def write(uri, blocks, log, depth, seconds, resume):
     h = connect(uri)
-    out = open(log, "w", buffering=1)
-    clock = 0
-    wid = 0
+    clock = wid = 0
+    if resume and os.path.exists(log):
+        submits, acks = load(log)
+        for w, (c, _) in list(submits.items()) + list(acks.items()):
+            wid, clock = max(wid, w), max(clock, c)
+    out = open(log, "a" if resume else "w", buffering=1)
+    if resume and out.tell() > 0:
+        out.write("\n")                # end a line a kill may have cut
     busy = {}                           # block -> write id in flight
     deadline = time.monotonic() + seconds
     dead = False
@@ -172,7 +179,7 @@ def main():
     uri, blocks, log = a[1], int(a[2]), a[3]
     if a[0] == "write":
         write(uri, blocks, log, int(opts.get("depth", 16)),
-              float(opts.get("seconds", 3600)))
+              float(opts.get("seconds", 3600)), opts.get("resume") == "1")
     else:
         check(uri, blocks, log, opts.get("mode", "sync"))
 

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Power cuts, not only SIGKILLs: a killed process leaves its writes in
+# the page cache, so a kill test cannot catch a missing fdatasync.
+# tests/powercut.so records what every write of the shimmed nbdkit
+# overwrote and which writes a completed sync made durable; after the
+# SIGKILL, tests/powercut.py takes back the rest (for each 4 KiB page
+# a random suffix of its unsynced writes: pages written back in any
+# order), as a power cut at that moment could.  Then:
+#  1. sync mode, both machines cut in a stamped write storm: the
+#     secondary, restarted on what its disk kept and promoted, holds
+#     every acknowledged write; so does the old primary, restarted
+#     alone;
+#  2. async mode, the peer away longer than the 16 MiB log (the writes
+#     go to the dirty bitmap), the primary cut: restarted, it holds
+#     every acknowledged write, and its bitmap still drives a resync
+#     of the written half of the volume only;
+#  3. both machines cut in the middle of that resync (the secondary
+#     staging it), writes running: the primary holds every
+#     acknowledged write, the resync resumes, and the volumes end
+#     byte-identical.
+source "$SRCDIR/tests/functions.sh"
+source "$SRCDIR/tests/repl-functions.sh"
+requires /usr/bin/python3 -c 'import nbd'
+make_tmpdir
+make_psk
+BLOCKS=16384                    # the stamps: the first 64 MiB
+VOLUME=$((2 * BLOCKS * 4096))   # of a 128 MiB volume
+SHIM="$BUILDDIR/tests/powercut.so"
+[ -f "$SHIM" ] || fail "$SHIM is not built"
+CUT="/usr/bin/python3 $SRCDIR/tests/powercut.py"
+PLAIN_PRELOAD=${NBDKIT_PRELOAD:-}
+
+# shimmed NAME CMD...: run CMD (start_primary, start_secondary) with the
+# recorder preloaded into its nbdkit, recording into $TMPD/undo.NAME.
+shimmed ()
+{
+    local name=$1
+    shift
+    export REPLICA_POWERCUT_DIR="$TMPD" REPLICA_POWERCUT_UNDO="$TMPD/undo.$name"
+    rm -f "$REPLICA_POWERCUT_UNDO"
+    NBDKIT_PRELOAD="${PLAIN_PRELOAD:+$PLAIN_PRELOAD }$SHIM" "$@"
+    unset REPLICA_POWERCUT_DIR REPLICA_POWERCUT_UNDO
+}
+
+# cut PID...: SIGKILL the PIDs at once (the power goes) and wait until
+# they are gone.
+cut ()
+{
+    local p
+    for p in "$@"; do
+        [ "$p" -gt 1 ] || fail "cut: no process '$p'"
+    done
+    kill -9 "$@" 2>/dev/null || true
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+    for p in "$@"; do
+        while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+    done
+}
+
+# take_back NAME [may-be-none]: take back what the power cut lost of
+# NAME's files; fails if that is nothing (the cut would prove nothing),
+# unless may-be-none.
+take_back ()
+{
+    local out
+    out=$($CUT "$TMPD/undo.$1" "$TMPD" random "$RANDOM") ||
+        fail "powercut.py $1"
+    echo "$0: power cut of the $1: $out"
+    [ -n "${2:-}" ] && return 0
+    [[ $out =~ ,\ ([0-9]+)\ pages\ taken ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] ||
+        fail "the $1's cut took nothing back: $out"
+}
+
+# stamps SECONDS: the stamped writer on the primary, in the background
+# (appending to one log: one check covers all runs).  Sets WRITER.
+stamps ()
+{
+    $STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 16 \
+        --seconds "$1" --resume 1 >>"$TMPD/stamp.out" 2>&1 &
+    WRITER=$!
+    register_pid $WRITER
+}
+
+# check_stamps URI WHAT: every acknowledged write is on URI.
+check_stamps ()
+{
+    $STAMP check "$1" $BLOCKS "$TMPD/stamp.log" --mode sync ||
+        fail "$2: an acknowledged write is missing"
+}
+
+# start_alone: the primary restarted on its log without its peer.
+start_alone ()
+{
+    start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" \
+        file "$TMPD/pri.img" replica-log="$TMPD/pri.log" \
+        replica-log-size=$LOG_SIZE replica-control="$TMPD/pri.ctl"
+    PRI_PID=$NBDKIT_PID
+}
+
+# ---- 1: sync mode, both machines cut ----
+export LOG_SIZE=32M
+truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
+shimmed secondary start_secondary "$TMPD/sec.img"
+shimmed primary start_primary "$TMPD/pri.img" sync
+wait_field "$TMPD/pri.ctl" link replicating 60
+rpid=$(replicator_pid)
+stamps 3600
+sleep 3
+cut "$rpid" "$PRI_PID" "$SEC_PID"
+take_back primary
+take_back secondary may-be-none
+wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+acks=$(grep -c '^A' "$TMPD/stamp.log" || true)
+[ "$acks" -gt 100 ] || fail "1: only $acks writes acknowledged"
+start_secondary "$TMPD/sec.img"
+"$REPLICACTL" --control "$TMPD/sec.ctl" promote ||
+    fail "1: promote"
+check_stamps "$(sec_uri)" "1: the promoted secondary"
+NBDKIT_PID=$SEC_PID
+stop_nbdkit
+start_alone
+check_stamps "$(pri_uri)" "1: the old primary"
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
+
+# ---- 2: async, an outage longer than the log, the primary cut ----
+export LOG_SIZE=16M
+rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
+: >"$TMPD/pri.err"
+truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
+start_secondary "$TMPD/sec.img"
+shimmed primary start_primary "$TMPD/pri.img" async
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+kill -9 $SEC_PID
+wait $SEC_PID 2>/dev/null || true
+stamps 3600
+for i in $(seq 1 600); do
+    [ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] && break
+    kill -0 $WRITER 2>/dev/null || fail "2: the writer stopped"
+    sleep 0.1
+done
+[ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] ||
+    fail "2: the log never overflowed into the bitmap"
+sleep 1
+cut "$(replicator_pid)" "$PRI_PID"
+take_back primary
+wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+start_alone
+check_stamps "$(pri_uri)" "2: the primary"
+[ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] ||
+    fail "2: the power cut lost the bitmap"
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
+
+# ---- 3: both cut in the middle of the resync ----
+shimmed secondary start_secondary "$TMPD/sec.img"
+shimmed primary start_primary "$TMPD/pri.img" async replica-resync-rate=4M
+wait_field "$TMPD/pri.ctl" sync_phase resync 60
+total=$(status_field "$TMPD/pri.ctl" sync_total_bytes)
+[ "$total" -le $((BLOCKS * 4096)) ] ||
+    fail "2: the resync covers $total bytes, more than the bytes written"
+grep -q 'resync of the peer starts: .*dirty bitmap' "$TMPD/pri.err" ||
+    fail "2: the resync was not the bitmap's"
+stamps 3600
+sleep 1.5
+[ "$(status_field "$TMPD/pri.ctl" sync_phase)" = resync ] ||
+    fail "3: the resync ended before the cut (raise its size)"
+cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
+take_back primary
+take_back secondary may-be-none
+wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+start_secondary "$TMPD/sec.img"
+start_primary "$TMPD/pri.img" async
+check_stamps "$(pri_uri)" "3: the primary"
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120
+same_volumes
+echo "$0: ok"
