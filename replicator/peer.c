@@ -94,7 +94,8 @@ peer_init (struct peer *p)
 bool
 peer_busy (const struct peer *p)
 {
-  return p->inflight > 0 || p->ctl_op.busy || p->sums_inflight > 0;
+  return p->inflight > 0 || p->ctl_op.busy || p->sums_inflight > 0 ||
+    p->hello_op.busy;
 }
 
 void
@@ -665,6 +666,40 @@ control_done (struct repl *r)
   return 0;
 }
 
+/* While shipping: the answer to the last heartbeat, and a new one
+ * after HEARTBEAT_MS without any request (replicator.h says why).  It
+ * reads the HELLO into the buffer of the handshake's, which is over.
+ * -1: the link went down.
+ */
+static int
+heartbeat (struct repl *r)
+{
+  struct peer *p = &r->peer;
+  uint64_t now = now_ms ();
+
+  if (p->hello_op.done) {
+    p->hello_op.done = false;
+    p->last_reply_ms = now;
+    if (p->hello_op.err) {
+      peer_linkdown (r, "heartbeat (reading HELLO): %s",
+                     strerror (p->hello_op.err));
+      return -1;
+    }
+  }
+  if (peer_busy (p) || now - p->last_reply_ms < HEARTBEAT_MS)
+    return 0;
+  if (nbd_aio_pread (p->h, p->hello_buf, WIRE_MSG_SIZE, WIRE_HELLO_OFFSET,
+                     op_arm (&p->hello_op, &r->st,
+                             NBD_REPLY_HDR + WIRE_MSG_SIZE), 0) == -1) {
+    p->hello_op.busy = false;
+    nbd_failed (r, "heartbeat (reading HELLO)");
+    return -1;
+  }
+  r->st.sent += NBD_REQUEST_HDR;
+  p->last_reply_ms = now;
+  return 0;
+}
+
 void
 peer_progress (struct repl *r)
 {
@@ -733,7 +768,7 @@ peer_progress (struct repl *r)
       return;
   }
   ship (r);
-  if (!p->h)
+  if (!p->h || heartbeat (r) == -1)
     return;
 
  timeout:

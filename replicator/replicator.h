@@ -51,6 +51,14 @@
 #define BATCH_TARGET_RAW       (4u << 20)
 #define CONNECT_TIMEOUT_MS     10000  /* connect + HELLO */
 #define REPLY_TIMEOUT_MS       120000 /* no reply at all while busy */
+/* Shipping with nothing in flight for this long: read the peer's HELLO
+ * (peer.c, heartbeat).  An nbdkit serving TLS does not stop on SIGTERM
+ * while its client is idle (its connection thread waits in
+ * gnutls_record_recv); it stops at the next request.  So an idle link
+ * never holds the secondary's shutdown for longer than this, and a
+ * peer that stops answering counts against REPLY_TIMEOUT_MS.
+ */
+#define HEARTBEAT_MS           1000
 #define STATS_INTERVAL_MS      1000
 #define POLL_TIMEOUT_MS        100
 /* Block sums reads (CHAN_SUMS_REQ): a window of their own, so that

@@ -182,8 +182,10 @@ ssize_t pwritev (int fd, const struct iovec *iov, int cnt, off_t off)
 ssize_t pwritev64 (int fd, const struct iovec *iov, int cnt, off64_t off)
 { return do_pwritev ("pwritev64", fd, iov, cnt, off); }
 
-/* Every mode may change the bytes (punch, zero, collapse) or the size:
- * recorded as a write of the range.
+/* Punching, zeroing or allocating may change the bytes of the range or
+ * the size: recorded as a write of the range.  Collapsing or inserting
+ * a range moves the bytes after it, which no such record undoes: never
+ * used by nbdkit's file plugin nor by the filter, and refused here.
  */
 static int
 do_fallocate (const char *sym, int fd, int mode, off_t off, off_t len)
@@ -193,6 +195,10 @@ do_fallocate (const char *sym, int fd, int mode, off_t off, off_t len)
 
   if (!watched (fd))
     return real (fd, mode, off, len);
+  if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
+    errno = EINVAL;
+    die ("fallocate that moves bytes (not modelled)");
+  }
   pthread_mutex_lock (&lock);
   record_write (fd, off, len);
   r = real (fd, mode, off, len);

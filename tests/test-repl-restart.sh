@@ -4,7 +4,9 @@
 # secondary's nbdkit SIGKILLed and restarted, then both at once.  Each
 # time replication resumes where it stopped; at the end the volumes are
 # byte-identical, and the promoted secondary holds every acknowledged
-# write (tests/stamp.py).
+# write (tests/stamp.py).  Last, an orderly stop of the secondary while
+# the link is up and idle ends within 3 s (an nbdkit serving TLS waits
+# for its idle client's next request: the replicator's heartbeat).
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 make_tmpdir
@@ -70,4 +72,23 @@ stop_nbdkit
 "$REPLICACTL" --control "$TMPD/sec.ctl" promote
 $STAMP check "$(sec_uri)" $BLOCKS "$TMPD/stamp.log" --mode sync ||
     fail "the secondary lost acknowledged writes"
+NBDKIT_PID=$SEC_PID
+stop_nbdkit
+
+rm -f "$TMPD"/*.log "$TMPD"/*.img
+truncate -s 16M "$TMPD/pri.img" "$TMPD/sec.img"
+start_secondary "$TMPD/sec.img"
+start_primary "$TMPD/pri.img" sync
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+sleep 3                         # idle
+kill -TERM $SEC_PID
+for i in $(seq 1 30); do
+    kill -0 $SEC_PID 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 $SEC_PID 2>/dev/null &&
+    fail "the secondary did not stop on SIGTERM within 3 s, link idle"
+wait $SEC_PID 2>/dev/null || true
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
 echo "$0: ok"

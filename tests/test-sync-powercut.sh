@@ -17,7 +17,12 @@
 #  3. both machines cut in the middle of that resync (the secondary
 #     staging it), writes running: the primary holds every
 #     acknowledged write, the resync resumes, and the volumes end
-#     byte-identical.
+#     byte-identical;
+#  4. both cut in the middle of an initial sync onto an empty secondary
+#     (in place: its re-sent blocks go to its disk only, unsynced):
+#     restarted alone, the secondary says it is inconsistent and
+#     refuses promote without --force; with the primary back, the sync
+#     runs again and the volumes end byte-identical.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires /usr/bin/python3 -c 'import nbd'
@@ -172,6 +177,40 @@ wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
 start_secondary "$TMPD/sec.img"
 start_primary "$TMPD/pri.img" async
 check_stamps "$(pri_uri)" "3: the primary"
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120
+same_volumes
+
+# ---- 4: both cut in the middle of an initial sync (in place) ----
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
+NBDKIT_PID=$SEC_PID
+stop_nbdkit
+rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
+: >"$TMPD/pri.err"
+# The stamps' half zero (stamp.py checks every block it covers), the
+# other half random data to copy.
+truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
+dd if=/dev/urandom of="$TMPD/pri.img" bs=1M seek=$((BLOCKS / 256)) \
+    count=$((BLOCKS / 256)) conv=notrunc status=none
+shimmed secondary start_secondary "$TMPD/sec.img"
+shimmed primary start_primary "$TMPD/pri.img" async replica-resync-rate=16M
+wait_field "$TMPD/pri.ctl" sync_phase initial-sync 60
+stamps 3600
+sleep 2
+[ "$(status_field "$TMPD/pri.ctl" sync_phase)" = initial-sync ] ||
+    fail "4: the initial sync ended before the cut (raise its size)"
+cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
+take_back primary
+take_back secondary may-be-none
+wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+# Alone, the secondary knows it is no image of anything yet.
+start_secondary "$TMPD/sec.img"
+[ "$(status_field "$TMPD/sec.ctl" state)" = inconsistent ] ||
+    fail "4: the cut secondary says '$(status_field "$TMPD/sec.ctl" state)'"
+"$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>/dev/null &&
+    fail "4: an interrupted initial sync was promoted without --force"
+start_primary "$TMPD/pri.img" async
+check_stamps "$(pri_uri)" "4: the primary"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120
 same_volumes
 echo "$0: ok"
