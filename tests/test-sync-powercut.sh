@@ -22,7 +22,11 @@
 #     (in place: its re-sent blocks go to its disk only, unsynced):
 #     restarted alone, the secondary says it is inconsistent and
 #     refuses promote without --force; with the primary back, the sync
-#     runs again and the volumes end byte-identical.
+#     runs again and the volumes end byte-identical;
+#  5. sync mode, the primary alone cut, the secondary up (it may hold
+#     records the primary's log lost: the peer's acknowledgement
+#     overlaps our own fdatasync): restarted, the primary holds every
+#     acknowledged write, and the pair converges, byte-identical.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires /usr/bin/python3 -c 'import nbd'
@@ -36,14 +40,15 @@ CUT="/usr/bin/python3 $SRCDIR/tests/powercut.py"
 PLAIN_PRELOAD=${NBDKIT_PRELOAD:-}
 
 # shimmed NAME CMD...: run CMD (start_primary, start_secondary) with the
-# recorder preloaded into its nbdkit, recording into $TMPD/undo.NAME.
+# recorder preloaded into its nbdkit, recording into $TMPD/undo.NAME
+# (and $EXTRA_PRELOAD after it).
 shimmed ()
 {
     local name=$1
     shift
     export REPLICA_POWERCUT_DIR="$TMPD" REPLICA_POWERCUT_UNDO="$TMPD/undo.$name"
     rm -f "$REPLICA_POWERCUT_UNDO"
-    NBDKIT_PRELOAD="${PLAIN_PRELOAD:+$PLAIN_PRELOAD }$SHIM" "$@"
+    NBDKIT_PRELOAD="${PLAIN_PRELOAD:+$PLAIN_PRELOAD }$SHIM${EXTRA_PRELOAD:+ $EXTRA_PRELOAD}" "$@"
     unset REPLICA_POWERCUT_DIR REPLICA_POWERCUT_UNDO
 }
 
@@ -212,5 +217,45 @@ start_secondary "$TMPD/sec.img"
 start_primary "$TMPD/pri.img" async
 check_stamps "$(pri_uri)" "4: the primary"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120
+same_volumes
+
+# ---- 5: sync mode, the primary alone cut, the secondary up ----
+# The peer may hold records the primary's log lost: the replicator
+# ships a batch once it is written, and the peer's acknowledgement
+# overlaps our own fdatasync.  Every fdatasync of the primary's log
+# takes 2 s here (tests/faultinject.so, "slow"), so the cut lands in
+# one: the peer is ahead of what the primary keeps, and when the
+# primary is back the pair must converge anyway (a resync).
+NBDKIT_PID=$PRI_PID
+stop_nbdkit
+NBDKIT_PID=$SEC_PID
+stop_nbdkit
+export LOG_SIZE=32M
+rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
+: >"$TMPD/pri.err"
+truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
+start_secondary "$TMPD/sec.img"
+[ -f "$BUILDDIR/tests/faultinject.so" ] || fail "faultinject.so is not built"
+export REPLICA_FAULT_TRIGGER="$TMPD/trigger"
+export REPLICA_FAULT_PATH="$TMPD/pri.log"
+EXTRA_PRELOAD="$BUILDDIR/tests/faultinject.so" \
+    shimmed primary start_primary "$TMPD/pri.img" sync
+wait_field "$TMPD/pri.ctl" link replicating 60
+stamps 3600
+sleep 1
+echo "fdatasync slow" >"$TMPD/trigger"
+sleep 3
+cut "$(replicator_pid)" "$PRI_PID"
+take_back primary
+rm -f "$TMPD/trigger"
+unset REPLICA_FAULT_TRIGGER REPLICA_FAULT_PATH
+wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+start_primary "$TMPD/pri.img" sync
+check_stamps "$(pri_uri)" "5: the primary"
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120 ||
+    fail "5: the pair did not converge after the primary's power cut"
+grep -q 'resync of the peer starts' "$TMPD/pri.err" ||
+    fail "5: no resync: the peer was not ahead of the cut primary" \
+         "($(grep 'peer: role' "$TMPD/pri.err" | tail -1))"
 same_volumes
 echo "$0: ok"
