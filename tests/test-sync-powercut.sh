@@ -81,6 +81,35 @@ take_back ()
         fail "the $1's cut took nothing back: $out"
 }
 
+# cut_both, cut_primary: the power goes on both machines (on the
+# primary's alone) during the stamped writes; then the writer ends.
+cut_both ()
+{
+    cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
+    take_back primary
+    take_back secondary may-be-none
+    wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+}
+cut_primary ()
+{
+    cut "$(replicator_pid)" "$PRI_PID"
+    take_back primary
+    wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+}
+
+# next_step: the running pair stopped, new empty volumes, no logs,
+# stamps or undo records.
+next_step ()
+{
+    NBDKIT_PID=$PRI_PID
+    stop_nbdkit
+    NBDKIT_PID=$SEC_PID
+    stop_nbdkit
+    rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
+    : >"$TMPD/pri.err"
+    truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
+}
+
 # stamps SECONDS: the stamped writer on the primary, in the background
 # (appending to one log: one check covers all runs).  Sets WRITER.
 stamps ()
@@ -113,31 +142,21 @@ truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
 shimmed secondary start_secondary "$TMPD/sec.img"
 shimmed primary start_primary "$TMPD/pri.img" sync
 wait_field "$TMPD/pri.ctl" link replicating 60
-rpid=$(replicator_pid)
 stamps 3600
 sleep 3
-cut "$rpid" "$PRI_PID" "$SEC_PID"
-take_back primary
-take_back secondary may-be-none
-wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+cut_both
 acks=$(grep -c '^A' "$TMPD/stamp.log" || true)
 [ "$acks" -gt 100 ] || fail "1: only $acks writes acknowledged"
 start_secondary "$TMPD/sec.img"
 "$REPLICACTL" --control "$TMPD/sec.ctl" promote ||
     fail "1: promote"
 check_stamps "$(sec_uri)" "1: the promoted secondary"
-NBDKIT_PID=$SEC_PID
-stop_nbdkit
 start_alone
 check_stamps "$(pri_uri)" "1: the old primary"
-NBDKIT_PID=$PRI_PID
-stop_nbdkit
 
 # ---- 2: async, an outage longer than the log, the primary cut ----
+next_step
 export LOG_SIZE=16M
-rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
-: >"$TMPD/pri.err"
-truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
 start_secondary "$TMPD/sec.img"
 shimmed primary start_primary "$TMPD/pri.img" async
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
@@ -152,9 +171,7 @@ done
 [ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] ||
     fail "2: the log never overflowed into the bitmap"
 sleep 1
-cut "$(replicator_pid)" "$PRI_PID"
-take_back primary
-wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+cut_primary
 start_alone
 check_stamps "$(pri_uri)" "2: the primary"
 [ "$(status_field "$TMPD/pri.ctl" bitmap)" = tracking ] ||
@@ -175,10 +192,7 @@ stamps 3600
 sleep 1.5
 [ "$(status_field "$TMPD/pri.ctl" sync_phase)" = resync ] ||
     fail "3: the resync ended before the cut (raise its size)"
-cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
-take_back primary
-take_back secondary may-be-none
-wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+cut_both
 start_secondary "$TMPD/sec.img"
 start_primary "$TMPD/pri.img" async
 check_stamps "$(pri_uri)" "3: the primary"
@@ -186,15 +200,9 @@ check_stamps "$(pri_uri)" "3: the primary"
 same_volumes
 
 # ---- 4: both cut in the middle of an initial sync (in place) ----
-NBDKIT_PID=$PRI_PID
-stop_nbdkit
-NBDKIT_PID=$SEC_PID
-stop_nbdkit
-rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
-: >"$TMPD/pri.err"
+next_step
 # The stamps' half zero (stamp.py checks every block it covers), the
 # other half random data to copy.
-truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
 dd if=/dev/urandom of="$TMPD/pri.img" bs=1M seek=$((BLOCKS / 256)) \
     count=$((BLOCKS / 256)) conv=notrunc status=none
 shimmed secondary start_secondary "$TMPD/sec.img"
@@ -204,10 +212,7 @@ stamps 3600
 sleep 2
 [ "$(status_field "$TMPD/pri.ctl" sync_phase)" = initial-sync ] ||
     fail "4: the initial sync ended before the cut (raise its size)"
-cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
-take_back primary
-take_back secondary may-be-none
-wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+cut_both
 # Alone, the secondary knows it is no image of anything yet.
 start_secondary "$TMPD/sec.img"
 [ "$(status_field "$TMPD/sec.ctl" state)" = inconsistent ] ||
@@ -226,14 +231,8 @@ same_volumes
 # takes 2 s here (tests/faultinject.so, "slow"), so the cut lands in
 # one: the peer is ahead of what the primary keeps, and when the
 # primary is back the pair must converge anyway (a resync).
-NBDKIT_PID=$PRI_PID
-stop_nbdkit
-NBDKIT_PID=$SEC_PID
-stop_nbdkit
+next_step
 export LOG_SIZE=32M
-rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log" "$TMPD"/undo.*
-: >"$TMPD/pri.err"
-truncate -s $VOLUME "$TMPD/pri.img" "$TMPD/sec.img"
 start_secondary "$TMPD/sec.img"
 [ -f "$BUILDDIR/tests/faultinject.so" ] || fail "faultinject.so is not built"
 export REPLICA_FAULT_TRIGGER="$TMPD/trigger"
@@ -245,11 +244,9 @@ stamps 3600
 sleep 1
 echo "fdatasync slow" >"$TMPD/trigger"
 sleep 3
-cut "$(replicator_pid)" "$PRI_PID"
-take_back primary
+cut_primary
 rm -f "$TMPD/trigger"
 unset REPLICA_FAULT_TRIGGER REPLICA_FAULT_PATH
-wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
 start_primary "$TMPD/pri.img" sync
 check_stamps "$(pri_uri)" "5: the primary"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120 ||
