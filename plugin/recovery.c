@@ -81,7 +81,7 @@ replica_recover (struct replica *r)
   struct rlog_rec rec;
   const uint8_t *payload;
   struct rlog_sb sb;
-  bool keep, moved = false;
+  bool keep;
   uint64_t last_seq, last_epoch;
   struct rlog_rec last_rec = { 0 };   /* the last record replayed, */
   uint64_t last_lsn = 0;              /* where it starts, */
@@ -184,12 +184,10 @@ replica_recover (struct replica *r)
   r->recovered_epoch = last_epoch;
   r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
   keep = r->role == RLOG_ROLE_PRIMARY && repl_keeps_tail ();
-  if (keep && r->recovered_lsn != scan.lsn && scan.records > 0) {
-    if (bridge_gap (r, &last_rec, last_lsn, last_pcrc,
-                    r->recovered_lsn - scan.lsn) == -1)
-      goto fail;
-    repl_recovered_end (r->recovered_lsn);
-  }
+  if (keep && r->recovered_lsn != scan.lsn && scan.records > 0 &&
+      bridge_gap (r, &last_rec, last_lsn, last_pcrc,
+                  r->recovered_lsn - scan.lsn) == -1)
+    goto fail;
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
   if (!keep) {
@@ -199,12 +197,9 @@ replica_recover (struct replica *r)
   }
   else if (scan.records == 0) {
     /* Nothing after the checkpoint: it may move over the unreadable
-     * bytes to where new records go, naming the same record (and
-     * repl.c's points with it, below: not under sb_lock, which nests
-     * inside repl.c's lock).
+     * bytes to where new records go, naming the same record.
      */
     sb.checkpoint_lsn = r->recovered_lsn;
-    moved = true;
   }
   sb.flags &= ~RLOG_SB_STAGING;
   sb.epoch++;
@@ -217,8 +212,11 @@ replica_recover (struct replica *r)
                   r->log_path);
     goto fail;
   }
-  if (moved)
-    repl_base_moved (r->recovered_lsn);
+  /* repl.c's points at the last record follow (not under sb_lock,
+   * which nests inside repl.c's lock).
+   */
+  if (keep)
+    repl_log_end_moved (r->recovered_lsn);
   rlog_scan_free (&scan);
   return 0;
 

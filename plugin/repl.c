@@ -659,25 +659,18 @@ repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
   pthread_mutex_unlock (&R.lock);
 }
 
-void
-repl_base_moved (uint64_t lsn)
-{
-  pthread_mutex_lock (&R.lock);
-  R.acked.lsn = R.written.lsn = R.durable.lsn = R.sent.lsn = lsn;
-  pthread_mutex_unlock (&R.lock);
-}
-
-/* The points at the last replayed record must name where the next
- * record is: a pass whose base is our durable point (a bitmap resync)
- * has the replicator read from there, and the bytes between the old
- * end and lsn are the torn tail.
+/* Recovery moved the log's end to lsn (bridge_gap, or the checkpoint
+ * moved over unreadable bytes): every point naming the last record
+ * must name lsn as the position after it, since a pass whose base is
+ * our durable point (a bitmap resync) has the replicator read from
+ * there, and the bytes before lsn are the torn tail.
  */
 void
-repl_recovered_end (uint64_t lsn)
+repl_log_end_moved (uint64_t lsn)
 {
-  if (!configured)
-    return;
   pthread_mutex_lock (&R.lock);
+  if (R.acked.seq == R.written.seq && R.acked.epoch == R.written.epoch)
+    R.acked.lsn = lsn;
   if (R.mlen > 0)
     R.marks[(R.mhead + R.mlen - 1) % R.mcap].lsn_end = lsn;
   R.written.lsn = R.durable.lsn = R.sent.lsn = lsn;

@@ -79,14 +79,11 @@ extern int repl_standalone_begin (void);
 /* Recovery replayed a record the peer may not have. */
 extern void repl_recovered (uint64_t seq, uint64_t epoch, uint64_t lsn_end,
                             uint64_t offset, uint32_t length);
-/* Recovery found nothing after the checkpoint and moved its position
- * (same record) over unreadable bytes to lsn.
+/* Recovery moved the log's end (where new records go) to lsn, past the
+ * last record: over a torn tail that record absorbed (bridge_gap), or
+ * the checkpoint's position over unreadable bytes.
  */
-extern void repl_base_moved (uint64_t lsn);
-/* Recovery made the last record it replayed (repl_recovered) absorb
- * the unreadable bytes after it (bridge_gap): it now ends at lsn.
- */
-extern void repl_recovered_end (uint64_t lsn);
+extern void repl_log_end_moved (uint64_t lsn);
 extern int repl_start (struct replica *r);
 extern void repl_stop (void);
 
