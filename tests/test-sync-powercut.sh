@@ -68,16 +68,19 @@ cut ()
 }
 
 # take_back NAME [may-be-none]: take back what the power cut lost of
-# NAME's files; fails if that is nothing (the cut would prove nothing),
-# unless may-be-none.
+# NAME's files (TAKEN: the pages); fails if that is nothing (the cut
+# would prove nothing), unless may-be-none.  The secondary's may be
+# none at one cut, not at all of them (SEC_TAKEN, checked at the end).
+SEC_TAKEN=0
 take_back ()
 {
     local out
     out=$($CUT "$TMPD/undo.$1" "$TMPD" random "$RANDOM") ||
         fail "powercut.py $1"
     echo "$0: power cut of the $1: $out"
-    [ -n "${2:-}" ] && return 0
-    [[ $out =~ ,\ ([0-9]+)\ pages\ taken ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] ||
+    [[ $out =~ ,\ ([0-9]+)\ pages\ taken ]] || fail "powercut.py said: $out"
+    TAKEN=${BASH_REMATCH[1]}
+    [ -n "${2:-}" ] || [ "$TAKEN" -gt 0 ] ||
         fail "the $1's cut took nothing back: $out"
 }
 
@@ -88,6 +91,7 @@ cut_both ()
     cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
     take_back primary
     take_back secondary may-be-none
+    SEC_TAKEN=$((SEC_TAKEN + TAKEN))
     wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
 }
 cut_primary ()
@@ -255,4 +259,6 @@ grep -q 'resync of the peer starts' "$TMPD/pri.err" ||
     fail "5: no resync: the peer was not ahead of the cut primary" \
          "($(grep 'peer: role' "$TMPD/pri.err" | tail -1))"
 same_volumes
+[ "$SEC_TAKEN" -gt 0 ] ||
+    fail "no cut of the secondary took anything back: its side proved nothing"
 echo "$0: ok"
