@@ -137,8 +137,10 @@ wire_control_decode (const void *buf, size_t len, struct wire_control *c)
   memcpy (c->secret, p + 96, WIRE_SECRET_SIZE);
   c->flags = get_le32 (p + 128);
   if (c->type < WIRE_CTL_ADOPT || c->type > WIRE_CTL_RESYNC ||
-      (c->flags & ~WIRE_RESYNC_STAGE) ||
-      (c->type != WIRE_CTL_RESYNC && c->flags != 0) ||
+      (c->type == WIRE_CTL_RESYNC && (c->flags & ~WIRE_RESYNC_STAGE)) ||
+      (c->type == WIRE_CTL_ADOPT && (c->flags & ~WIRE_ADOPT_SYNC)) ||
+      (c->type != WIRE_CTL_RESYNC && c->type != WIRE_CTL_ADOPT &&
+       c->flags != 0) ||
       get_le32 (p + 20) != 0 || !reserved_zero (p, 132))
     return WIRE_EINVAL;
   return WIRE_OK;
@@ -285,6 +287,12 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
     if (r.op != RLOG_OP_FLUSH && r.offset + r.length > backing_size) {
       snprintf (why, whylen, "record seq %" PRIu64 " lies beyond the end "
                 "of the disk", r.seq);
+      return WIRE_EINVAL;
+    }
+    if (n == b->count) {
+      /* Before the callback: it may size its output by the count. */
+      snprintf (why, whylen, "batch holds more than the %" PRIu32
+                " records its header says", b->count);
       return WIRE_EINVAL;
     }
     if (n == 0 && r.seq != b->first_seq) {

@@ -72,6 +72,24 @@ START_TEST (test_control_roundtrip)
   c.seq++;
   ck_assert (!wire_control_mac_ok (&c, nonce, key));
   c.seq--;
+  /* Flags: each type its own (ADOPT: a sync follows; RESYNC: staged),
+   * none elsewhere, no unknown bit.
+   */
+  c.flags = WIRE_ADOPT_SYNC;
+  wire_control_encode (&c, buf);
+  ck_assert_int_eq (wire_control_decode (buf, sizeof buf, &c2), WIRE_OK);
+  ck_assert_uint_eq (c2.flags, WIRE_ADOPT_SYNC);
+  c.flags = 0x2;
+  wire_control_encode (&c, buf);
+  ck_assert_int_eq (wire_control_decode (buf, sizeof buf, &c2), WIRE_EINVAL);
+  c.type = WIRE_CTL_RESYNC;
+  c.flags = WIRE_RESYNC_STAGE;
+  wire_control_encode (&c, buf);
+  ck_assert_int_eq (wire_control_decode (buf, sizeof buf, &c2), WIRE_OK);
+  c.type = WIRE_CTL_AUTH;
+  wire_control_encode (&c, buf);
+  ck_assert_int_eq (wire_control_decode (buf, sizeof buf, &c2), WIRE_EINVAL);
+  c.flags = 0;
   c.type = WIRE_CTL_UPTODATE;
   memset (c.secret, 0, sizeof c.secret);
   c.type = 99;
@@ -145,8 +163,14 @@ START_TEST (test_batch_walk)
   ck_assert_ptr_nonnull (strstr (why, "beyond the end"));
   b2 = b;
   b2.count = 4;
-  ck_assert_int_eq (wire_batch_walk (&b2, recs, len, 1 << 20, NULL, NULL,
+  n = 0;
+  ck_assert_int_eq (wire_batch_walk (&b2, recs, len, 1 << 20, count_cb, &n,
                                      why, sizeof why), WIRE_EINVAL);
+  /* Refused before the callback sees more records than the count (the
+   * secondary sizes its entries by it).
+   */
+  ck_assert_int_eq (n, 4);
+  ck_assert_ptr_nonnull (strstr (why, "more than the 4 records"));
   recs[RLOG_REC_HDR_SIZE + 5] ^= 1;
   ck_assert_int_eq (wire_batch_walk (&b, recs, len, 1 << 20, NULL, NULL,
                                      why, sizeof why), WIRE_ECRC);
