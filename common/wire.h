@@ -100,10 +100,18 @@ struct wire_control {
   uint64_t epoch;              /* ADOPT: epoch of the base seq */
   uint8_t mac[WIRE_MAC_SIZE];
   uint8_t secret[WIRE_SECRET_SIZE]; /* ADOPT only, else zero */
-  uint32_t flags;              /* RESYNC only: WIRE_RESYNC_STAGE */
+  uint32_t flags;              /* RESYNC: WIRE_RESYNC_STAGE; ADOPT:
+                                * WIRE_ADOPT_SYNC; else 0 */
 };
 
 #define WIRE_RESYNC_STAGE    0x1
+/* ADOPT: a sync of the disk follows (the RESYNC comes next): the
+ * pairing is recorded with the disk marked inconsistent and to be
+ * resynced, in the same superblock write, so a pairing that loses its
+ * RESYNC (link down, crash) still asks for the sync at the next
+ * handshake.
+ */
+#define WIRE_ADOPT_SYNC      0x1
 
 /* Batch flags */
 #define WIRE_BATCH_LZ4       0x1

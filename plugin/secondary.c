@@ -151,6 +151,14 @@ adopt (struct conn *c, const struct wire_control *ctl, int *err)
    */
   sb.checkpoint_seq = ctl->seq;
   sb.checkpoint_epoch = ctl->epoch;
+  /* An initial sync follows: our disk is no image of the volume, and
+   * says so from the moment we are paired.  Were the pairing durable
+   * without these, a link lost before the RESYNC would leave a paired
+   * peer that looks like a known prefix of the primary's history: no
+   * sync at the next handshake, and promote without --force.
+   */
+  if (ctl->flags & WIRE_ADOPT_SYNC)
+    sb.flags |= RLOG_SB_RESYNC | RLOG_SB_INCONSISTENT;
   r = rlog_sb_write_locked (rep.log, &sb);
   pthread_mutex_unlock (&rep.log->sb_lock);
   if (r == -1)
