@@ -74,6 +74,29 @@ bridge_gap (struct replica *r, struct rlog_rec *rec, uint64_t lsn,
   return 0;
 }
 
+/* A discarded staged set stays in the ring after the checkpoint, and
+ * once STAGING is cleared, a later restart would replay it over the
+ * disk's image (its records pass the continuity check: they follow the
+ * stage's base, in the primary's epochs).  So the first header where
+ * the new checkpoint points is zeroed, durably, before the superblock
+ * write that clears STAGING: a scan from there finds no record.  A
+ * crash in between leaves STAGING set, and this runs again.
+ */
+static int
+forget_staged (struct replica *r, uint64_t lsn)
+{
+  static const uint8_t zero[RLOG_REC_HDR_SIZE];
+
+  if (rlog_full_pwrite (r->log->fd, zero, sizeof zero,
+                        rlog_lsn_to_off (&r->log->sb, lsn)) == -1 ||
+      fdatasync (r->log->fd) == -1) {
+    nbdkit_error ("replica-log: %s: discarding the staged resync: %m",
+                  r->log_path);
+    return -1;
+  }
+  return 0;
+}
+
 int
 replica_recover (struct replica *r)
 {
@@ -184,6 +207,8 @@ replica_recover (struct replica *r)
   r->recovered_epoch = last_epoch;
   r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
   keep = r->role == RLOG_ROLE_PRIMARY && repl_keeps_tail ();
+  if (discard && forget_staged (r, r->recovered_lsn) == -1)
+    goto fail;
   if (keep && r->recovered_lsn != scan.lsn && scan.records > 0 &&
       bridge_gap (r, &last_rec, last_lsn, last_pcrc,
                   r->recovered_lsn - scan.lsn) == -1)

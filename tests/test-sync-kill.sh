@@ -8,6 +8,11 @@
 # both must end byte-identical.  Round "failover": the primary dies
 # mid-pass and the secondary is promoted with --force: its staged
 # resync is rolled back, and tests/stamp.py finds it crash-consistent.
+# Round "failover-restarts": the same, but the primary also restarts
+# during the outage (the staged records are in a newer epoch than the
+# secondary's last applied one), and the secondary is SIGKILLed and
+# restarted twice before the promote, its primary away: the first
+# restart discards the staged set, and the second must not replay it.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires /usr/bin/python3 -c 'import nbd'
@@ -27,6 +32,19 @@ resync_under_way ()
     kill -9 $SEC_PID
     wait $SEC_PID 2>/dev/null || true
     wait_field "$TMPD/pri.ctl" bitmap tracking 60
+    if [ $round = failover-restarts ]; then
+        # The primary restarts meanwhile: what the peer will stage is
+        # in a newer epoch than what it applied, as after any restart.
+        kill -9 "$(replicator_pid)" $PRI_PID
+        wait $PRI_PID 2>/dev/null || true
+        wait $writer || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+        start_primary "$TMPD/pri.img" async $RATE
+        $STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 16 \
+            --seconds 6 --resume 1 >> "$TMPD/stamp.out" 2>&1 &
+        writer=$!
+        register_pid $writer
+        sleep 1
+    fi
     LOG_SIZE=$SEC_LOG start_secondary "$TMPD/sec.img"
     for i in $(seq 300); do
         [ "$(status_field "$TMPD/sec.ctl" resync)" = staged ] && break
@@ -42,7 +60,7 @@ resync_under_way ()
         fail "$round: the resync ended too soon to be interrupted"
 }
 
-for round in replicator primary failover; do
+for round in replicator primary failover failover-restarts; do
     echo "round $round" >&2
     rm -f "$TMPD"/*.log "$TMPD"/*.img "$TMPD/stamp.log"
     truncate -s $((BLOCKS * 4096)) "$TMPD/pri.img" "$TMPD/sec.img"
@@ -58,7 +76,7 @@ for round in replicator primary failover; do
     replicator)
         kill -9 "$(replicator_pid)"
         ;;
-    primary|failover)
+    primary|failover*)
         [ "$(status_field "$TMPD/sec.ctl" resync)" = staged ] ||
             fail "$round: the resync is not staged any more"
         rpid=$(replicator_pid)
@@ -66,8 +84,17 @@ for round in replicator primary failover; do
         wait $PRI_PID 2>/dev/null || true
         ;;
     esac
-    if [ $round = failover ]; then
+    if [ $round = failover ] || [ $round = failover-restarts ]; then
         wait $writer || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
+        if [ $round = failover-restarts ]; then
+            for k in 1 2; do
+                kill -9 $SEC_PID
+                wait $SEC_PID 2>/dev/null || true
+                LOG_SIZE=$SEC_LOG start_secondary "$TMPD/sec.img"
+            done
+            [ "$(status_field "$TMPD/sec.ctl" resync)" = pending ] ||
+                fail "$round: the restarted secondary's resync is not pending"
+        fi
         "$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>/dev/null &&
             fail "promote without --force during a resync"
         "$REPLICACTL" --control "$TMPD/sec.ctl" promote --force ||
