@@ -332,6 +332,8 @@ do_actions (unsigned act, const struct chan_msg *peer)
         R.acked = (struct point) { peer->a, peer->b, peer->e };
       marks_acked (R.acked.seq);
       send_frame (CHAN_SHIP, peer->a, peer->b, peer->e, 0, NULL);
+      if (sync_peer_consistent ())
+        do_actions (link_release_hold (&R.link), NULL);
     }
     send_written ();
   }

@@ -116,6 +116,7 @@ extern void sync_start_pass (bool initial, bool full, bool bitmap,
                              uint64_t base, const char *why);
 extern void sync_link_lost (void);
 extern bool sync_acked (uint64_t seq);
+extern bool sync_peer_consistent (void);
 extern void sync_sums (const struct chan_msg *m);
 /* Around every change to a primary's volume (a client's write, zero or
  * trim), range lock held: the walk may re-send what it read before

@@ -599,6 +599,19 @@ sync_link_lost (void)
   pthread_mutex_unlock (&Y.lock);
 }
 
+/* The pass is over (Y.lock held). */
+static void
+pass_ended (const char *how)
+{
+  nbdkit_debug ("replica: %s complete: %" PRIu64 " of %" PRIu64 " bytes "
+                "differed; the peer is consistent again (%s)",
+                phase_name (Y.phase), Y.sent, Y.total, how);
+  Y.phase = PH_NONE;
+  Y.end_seq = 0;
+  Y.passes++;
+  Y.t_end_ns = now_ns ();
+}
+
 bool
 sync_acked (uint64_t seq)
 {
@@ -608,13 +621,29 @@ sync_acked (uint64_t seq)
   if (Y.end_seq && seq >= Y.end_seq &&
       (Y.phase == PH_INITIAL || Y.phase == PH_RESYNC)) {
     ended = true;
-    nbdkit_debug ("replica: %s complete: %" PRIu64 " of %" PRIu64 " bytes "
-                  "differed; the peer is consistent again",
-                  phase_name (Y.phase), Y.sent, Y.total);
-    Y.phase = PH_NONE;
-    Y.end_seq = 0;
-    Y.passes++;
-    Y.t_end_ns = now_ns ();
+    pass_ended ("its end record acknowledged");
+  }
+  pthread_mutex_unlock (&Y.lock);
+  return ended;
+}
+
+/* A handshake found the peer consistent (no RESYNC in its HELLO) and a
+ * known prefix of our log: a sync or resync still pending is over.
+ * That happens when the peer applied the pass's end record and the
+ * link went down before its acknowledgement reached us (sync_link_lost
+ * forgot the end record); no new pass would ever end the phase.  A peer
+ * that never started the pass says RESYNC (ADOPT_SYNC, resync_begin),
+ * or is still behind or diverged: not this verdict.
+ */
+bool
+sync_peer_consistent (void)
+{
+  bool ended = false;
+
+  pthread_mutex_lock (&Y.lock);
+  if (Y.phase == PH_INITIAL || Y.phase == PH_RESYNC) {
+    ended = true;
+    pass_ended ("found consistent at the handshake");
   }
   pthread_mutex_unlock (&Y.lock);
   return ended;
