@@ -196,9 +196,10 @@ dialed (struct repl *r)
 
   dbg ("connected to %s from %s", p->dial.target, r->opt->bind);
   if (nbd_aio_connect_socket (p->h, fd) == -1) {
-    /* Ours to close unless libnbd took it before failing. */
-    if (nbd_aio_get_fd (p->h) != fd)
-      close (fd);
+    /* Not ours to close: libnbd owns the socket from the call on, and
+     * closes it itself when the call fails (lib/connect.c); closing it
+     * here again could close a descriptor opened meanwhile.
+     */
     nbd_failed (r, "connect");
     return;
   }
