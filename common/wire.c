@@ -289,10 +289,17 @@ wire_batch_walk (const struct wire_batch *b, const uint8_t *records,
                 "of the disk", r.seq);
       return WIRE_EINVAL;
     }
+    /* Before the callback, which may size its output by the count and
+     * must never see a record the header does not cover.
+     */
     if (n == b->count) {
-      /* Before the callback: it may size its output by the count. */
       snprintf (why, whylen, "batch holds more than the %" PRIu32
                 " records its header says", b->count);
+      return WIRE_EINVAL;
+    }
+    if (r.seq > b->last_seq) {
+      snprintf (why, whylen, "record seq %" PRIu64 " is after the batch's "
+                "last, seq %" PRIu64, r.seq, b->last_seq);
       return WIRE_EINVAL;
     }
     if (n == 0 && r.seq != b->first_seq) {

@@ -171,6 +171,14 @@ START_TEST (test_batch_walk)
    */
   ck_assert_int_eq (n, 4);
   ck_assert_ptr_nonnull (strstr (why, "more than the 4 records"));
+  /* Nor a record after the header's last seq (found by fuzz-wire). */
+  b2 = b;
+  b2.last_seq = 13;
+  n = 0;
+  ck_assert_int_eq (wire_batch_walk (&b2, recs, len, 1 << 20, count_cb, &n,
+                                     why, sizeof why), WIRE_EINVAL);
+  ck_assert_int_eq (n, 3);
+  ck_assert_ptr_nonnull (strstr (why, "after the batch's last"));
   recs[RLOG_REC_HDR_SIZE + 5] ^= 1;
   ck_assert_int_eq (wire_batch_walk (&b, recs, len, 1 << 20, NULL, NULL,
                                      why, sizeof why), WIRE_ECRC);
