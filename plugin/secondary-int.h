@@ -34,6 +34,9 @@ struct secondary_state {
                                      * SYNC_END: re-sent writes are logged
                                      * as headers only (mark_elided) */
   bool end_queued;                  /* this pass's SYNC_END is queued */
+  bool ending;                      /* commit_unit is committing the unit
+                                     * holding it, resync_end included: a
+                                     * new RESYNC waits (wait_committed) */
   uint64_t elided_records, elided_bytes;
   bool quiesced;                    /* promoted: no more batches */
   unsigned sessions;                /* authenticated replication conns */

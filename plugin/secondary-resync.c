@@ -35,13 +35,13 @@ wait_committed (void)
   struct timespec ts;
   time_t deadline = time (NULL) + TURN_TIMEOUT_SEC;
 
-  while (S.done_seq != S.enq_seq && rep.state != VOL_FAILED &&
-         time (NULL) < deadline) {
+  while ((S.done_seq != S.enq_seq || S.ending) &&
+         rep.state != VOL_FAILED && time (NULL) < deadline) {
     clock_gettime (CLOCK_REALTIME, &ts);
     ts.tv_sec += 1;
     pthread_cond_timedwait (&S.cond, &S.lock, &ts);
   }
-  return S.done_seq == S.enq_seq && rep.state != VOL_FAILED;
+  return S.done_seq == S.enq_seq && !S.ending && rep.state != VOL_FAILED;
 }
 
 /* The superblock at the start of a resync (ckpt_lock, S.lock and
@@ -103,7 +103,8 @@ resync_begin (const struct wire_control *ctl, int *err)
   pthread_mutex_unlock (&S.lock);
   pthread_mutex_lock (&rep.ckpt_lock);
   pthread_mutex_lock (&S.lock);
-  if (S.quiesced || S.done_seq != S.enq_seq || rep.state == VOL_FAILED) {
+  if (S.quiesced || S.done_seq != S.enq_seq || S.ending ||
+      rep.state == VOL_FAILED) {
     bool promoted = S.quiesced;
     pthread_mutex_unlock (&S.lock);
     pthread_mutex_unlock (&rep.ckpt_lock);
@@ -316,8 +317,14 @@ commit_unit (struct junit *u, int *err)
   bool staging;
   int r = 0;
 
+  /* The unit's commit publishes done_seq before resync_end runs: a
+   * RESYNC of a new connection must not rebase in between (resync_end
+   * would then check the new pass's checkpoint, or clear its flags).
+   */
   pthread_mutex_lock (&S.lock);
   staging = S.staging;
+  if (end)
+    S.ending = true;
   pthread_mutex_unlock (&S.lock);
   if (!staging)
     r = apply_unit (u, err);
@@ -347,6 +354,12 @@ commit_unit (struct junit *u, int *err)
   }
   if (r == 0 && end)
     r = resync_end (end);
+  if (end) {
+    pthread_mutex_lock (&S.lock);
+    S.ending = false;
+    pthread_cond_broadcast (&S.cond);
+    pthread_mutex_unlock (&S.lock);
+  }
   return r;
 }
 
