@@ -136,9 +136,14 @@ sync_waited (enum wait_for what, uint64_t since_ns)
 /* ---- verify: differences confirmed at a consistent point ---- */
 
 static void
-add_mismatch (uint64_t off, uint64_t len)
+add_mismatch (uint64_t off, uint64_t len, uint64_t gen)
 {
   pthread_mutex_lock (&Y.lock);
+  if (Y.gen != gen) {
+    /* A stale verify's: the counters may be a newer verify's now. */
+    pthread_mutex_unlock (&Y.lock);
+    return;
+  }
   Y.vblocks++;
   if (Y.nvr > 0 && Y.vr[Y.nvr - 1].off + Y.vr[Y.nvr - 1].len == off)
     Y.vr[Y.nvr - 1].len += len;
@@ -259,7 +264,7 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k,
       diff[i] = r == 1;
       if (r == 1)
         add_mismatch (q->off + ((uint64_t) i << block_shift ()),
-                      block_len (q->off, i));
+                      block_len (q->off, i), gen);
     }
     if (!repair)
       memset (diff, 0, q->nblocks * sizeof *diff);
@@ -446,9 +451,11 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
   pthread_mutex_lock (&Y.lock);
   if (ph == PH_VERIFY && Y.gen != gen) {
     /* Overtaken: the link dropped (sync_link_lost said so), or a sync
-     * pass took over (its phase stands).
+     * pass took over (its phase stands).  A newer verify, asked for
+     * since and not yet started, owns the state: leave it alone.
      */
-    if (strcmp (Y.vstate, "running") == 0) {
+    if (!(Y.want && Y.want_phase == PH_VERIFY) &&
+        strcmp (Y.vstate, "running") == 0) {
       Y.vstate = "failed";
       snprintf (Y.verror, sizeof Y.verror, "a sync pass or a reconnection "
                 "interrupted the verify");
