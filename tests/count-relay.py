@@ -20,6 +20,11 @@
 # first written, and the line "ready PORT" printed on stdout, once the
 # socket listens: a test waits for either before connecting.
 #
+# With RELAY_HOLD_DOWN=FILE in the environment, bytes from the target
+# back to the accepted side are held while FILE exists: each chunk read
+# waits there before it is forwarded (tests: a reply the peer sent that
+# never arrives, on any connection, until FILE is removed).
+#
 # The product's own counters are not evidence of what crossed the link:
 # this is.  Counted: what the endpoints' TCP stacks carried (TLS records,
 # NBD framing and all), not TCP/IP headers.
@@ -34,6 +39,7 @@ import time
 
 CHUNK = 1 << 20
 INTERVAL = 0.1
+HOLD_DOWN = os.environ.get("RELAY_HOLD_DOWN")
 
 # RLocks: the SIGTERM handler runs in the main thread, which may hold
 # either when the signal arrives, and then writes COUNTFILE.
@@ -58,6 +64,10 @@ def write_counts():
 def add(direction, n):
     with lock:
         counts[direction] += n
+    # After the read, before the forward: a chunk read while the switch
+    # is on is held too.
+    while direction == "down" and HOLD_DOWN and os.path.exists(HOLD_DOWN):
+        time.sleep(0.01)
 
 
 def pump_splice(src, dst, direction):
