@@ -193,6 +193,20 @@ on_handshake (struct link *l, const struct link_event *ev)
       snprintf (l->sync_why, sizeof l->sync_why, "initial sync of a new "
                 "peer");
     }
+    else if (ev->local.bitmap) {
+      /* The admin says its disk is ours as of the acked point, but our
+       * log no longer holds the records after it: the dirty bitmap
+       * says which blocks to compare.
+       */
+      act |= LINK_ACT_RESYNC;
+      l->sync_full = false;
+      l->sync_stage = true;
+      l->sync_initial = false;
+      l->sync_bitmap = true;
+      snprintf (l->sync_why, sizeof l->sync_why, "a new peer taken as "
+                "identical (replica-initial-sync=none), but the log no "
+                "longer holds what came since: the dirty bitmap's blocks");
+    }
   }
   else if (l->verdict == LINK_PEER_RESYNC) {
     /* Our volume, but its disk is no known state of ours: compare all

@@ -124,7 +124,13 @@ enter_bitmap (void)
                     "the peer is away and the log is nearly full") == -1)
     return;                     /* tracking, but still clamped */
   pthread_mutex_lock (&R.lock);
-  R.unclamped = true;
+  /* A handshake meanwhile saw the tail clamped, and shipped (or will
+   * ship, after its pass's base) from the acked point: unclamping now
+   * would let checkpoints free what it still ships, and nothing would
+   * clamp again.  The bitmap stays on; that pass covers it.
+   */
+  if (R.link.state != LINK_REPLICATING)
+    R.unclamped = true;
   pthread_mutex_unlock (&R.lock);
 }
 

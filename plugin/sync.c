@@ -433,6 +433,36 @@ append_end (uint64_t base, uint64_t *seq)
   return 0;
 }
 
+/* Wait until every record up to the base is applied to our disk (and,
+ * before that, marked in the dirty bitmap: append_and_apply), or the
+ * pass is stale, or the volume failed (a pinned record never
+ * completes).  The walk's reads, and the bitmap's chunks, stand for
+ * every record up to the base (21.2), but the base may be our durable
+ * point (a bitmap pass after the bitmap took over the log's tail,
+ * repl.c), whose last records' writers may not have marked and applied
+ * them yet: a block read before, equal to the peer's older copy, would
+ * never be re-sent, nor its record shipped.  Brief: those records are
+ * durable, their writers only have to run.
+ */
+static int
+wait_applied (uint64_t base, uint64_t gen)
+{
+  for (;;) {
+    uint64_t seq, epoch, lsn;
+    bool stale;
+
+    journal_checkpoint_point (&rep.journal, &seq, &epoch, &lsn);
+    if (seq >= base)
+      return 0;
+    pthread_mutex_lock (&Y.lock);
+    stale = aborted (gen);
+    pthread_mutex_unlock (&Y.lock);
+    if (stale || __atomic_load_n (&rep.state, __ATOMIC_ACQUIRE) == VOL_FAILED)
+      return -1;
+    usleep (1000);
+  }
+}
+
 static int
 run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
           uint64_t gen)
@@ -445,7 +475,9 @@ run_pass (enum phase ph, bool full, bool bitmap, bool repair, uint64_t base,
     nbdkit_debug ("sync: %s pass starts (%s%s)", phase_name (ph),
                   full ? "every block" : "block sums",
                   bitmap ? ", the dirty bitmap's chunks" : "");
-  r = walk (ph, full, bitmap, repair, gen);
+  r = ph == PH_VERIFY ? 0 : wait_applied (base, gen);
+  if (r == 0)
+    r = walk (ph, full, bitmap, repair, gen);
   if (r == 0 && ph != PH_VERIFY && append_end (base, &end_seq) == -1)
     r = -1;
   pthread_mutex_lock (&Y.lock);

@@ -1,13 +1,15 @@
 /* nbd-replica: LD_PRELOAD fault injection on one file (tests only).
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
- * Intercepts the libc's pwritev (and pwritev64) and fdatasync.  While
+ * Intercepts the libc's pwritev, pwrite (and their 64 names) and
+ * fdatasync.  While
  * the file named by $REPLICA_FAULT_TRIGGER exists, calls on a file
  * descriptor whose /proc/self/fd link equals $REPLICA_FAULT_PATH fail.
  * The trigger file holds one line: an errno name, then options:
  *
  *   EIO | ENOSPC | EDQUOT | EROFS | EFBIG   the errno to fail with
- *   pwritev      fail pwritev (the default if neither call is named)
+ *   pwritev      fail pwritev (the default if no call is named)
+ *   pwrite       fail pwrite (nbdkit's file plugin writes with it)
  *   fdatasync    fail fdatasync
  *   written      pwritev first really writes, then reports the error
  *                (a write that reached the disk but failed, e.g. ENOSPC
@@ -15,6 +17,7 @@
  *   once         remove the trigger file after the first injection
  *   slow         no error: the call sleeps 2 s, then is made (a slow
  *                disk; with fdatasync, a backing flush that lags)
+ *   sleep=N      slow, sleeping N seconds
  *
  * No nbdkit or libnbd symbol is touched: the shim only sits between
  * the process and the libc.  Preload it after any sanitizer runtime.
@@ -36,7 +39,8 @@
 
 struct fault {
   int err;
-  bool pwritev, fdatasync, written, once, slow;
+  bool pwritev, pwrite, fdatasync, written, once, slow;
+  unsigned sleep_s;
 };
 
 static const struct { const char *name; int err; } errnames[] = {
@@ -77,10 +81,17 @@ armed (int fd, struct fault *f)
 
   memset (f, 0, sizeof *f);
   f->err = EIO;
+  f->sleep_s = 2;
   for (tok = strtok_r (buf, " \t\r\n", &save); tok;
        tok = strtok_r (NULL, " \t\r\n", &save)) {
     if (strcmp (tok, "pwritev") == 0)
       f->pwritev = true;
+    else if (strcmp (tok, "pwrite") == 0)
+      f->pwrite = true;
+    else if (strncmp (tok, "sleep=", 6) == 0) {
+      f->slow = true;
+      f->sleep_s = atoi (tok + 6);
+    }
     else if (strcmp (tok, "fdatasync") == 0)
       f->fdatasync = true;
     else if (strcmp (tok, "written") == 0)
@@ -94,7 +105,7 @@ armed (int fd, struct fault *f)
         if (strcmp (tok, errnames[i].name) == 0)
           f->err = errnames[i].err;
   }
-  if (!f->pwritev && !f->fdatasync)
+  if (!f->pwritev && !f->pwrite && !f->fdatasync)
     f->pwritev = true;
   return true;
 }
@@ -107,6 +118,7 @@ fired (const struct fault *f)
 }
 
 typedef ssize_t (*pwritev_fn) (int, const struct iovec *, int, off_t);
+typedef ssize_t (*pwrite_fn) (int, const void *, size_t, off_t);
 typedef int (*fdatasync_fn) (int);
 
 static ssize_t
@@ -119,7 +131,7 @@ do_pwritev (const char *sym, int fd, const struct iovec *iov, int n,
   if (armed (fd, &f) && f.pwritev) {
     if (f.slow) {
       fired (&f);
-      sleep (2);
+      sleep (f.sleep_s);
       return real (fd, iov, n, off);
     }
     if (f.written && real (fd, iov, n, off) == -1)
@@ -143,6 +155,39 @@ pwritev64 (int fd, const struct iovec *iov, int n, off64_t off)
   return do_pwritev ("pwritev64", fd, iov, n, off);
 }
 
+static ssize_t
+do_pwrite (const char *sym, int fd, const void *buf, size_t n, off_t off)
+{
+  pwrite_fn real = (pwrite_fn) dlsym (RTLD_NEXT, sym);
+  struct fault f;
+
+  if (armed (fd, &f) && f.pwrite) {
+    if (f.slow) {
+      fired (&f);
+      sleep (f.sleep_s);
+      return real (fd, buf, n, off);
+    }
+    if (f.written && real (fd, buf, n, off) == -1)
+      return -1;
+    fired (&f);
+    errno = f.err;
+    return -1;
+  }
+  return real (fd, buf, n, off);
+}
+
+ssize_t
+pwrite (int fd, const void *buf, size_t n, off_t off)
+{
+  return do_pwrite ("pwrite", fd, buf, n, off);
+}
+
+ssize_t
+pwrite64 (int fd, const void *buf, size_t n, off64_t off)
+{
+  return do_pwrite ("pwrite64", fd, buf, n, off);
+}
+
 int
 fdatasync (int fd)
 {
@@ -152,7 +197,7 @@ fdatasync (int fd)
   if (armed (fd, &f) && f.fdatasync) {
     fired (&f);
     if (f.slow) {
-      sleep (2);
+      sleep (f.sleep_s);
       return real (fd);
     }
     errno = f.err;

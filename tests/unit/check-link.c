@@ -170,6 +170,17 @@ START_TEST (test_adopt_starts_at_acked_point)
   e.local.initial_sync = LINK_INITIAL_NONE;
   ck_assert_uint_eq (link_step (&l, &e), LINK_ACT_SHIP | LINK_ACT_ADOPT);
   ck_assert_uint_eq (l.acked_seq, 40);
+  /* Taken as identical, but the bitmap holds what our log freed since
+   * the acked point: a pass over the bitmap's blocks, not nothing.
+   */
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e.type = LINK_EV_PEER_SET;
+  link_step (&l, &e);
+  e.type = LINK_EV_HANDSHAKE;
+  e.local.bitmap = true;
+  ck_assert_uint_eq (link_step (&l, &e),
+                     LINK_ACT_SHIP | LINK_ACT_ADOPT | LINK_ACT_RESYNC);
+  ck_assert (l.sync_bitmap && !l.sync_full && !l.sync_initial);
 }
 END_TEST
 
