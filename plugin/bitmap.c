@@ -21,6 +21,8 @@
 #include <string.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <nbdkit-filter.h>
 
@@ -31,6 +33,13 @@
 
 static struct dirtymap map;
 static bool map_ready;
+/* The bitmap's own open file of the log (like the superblock's sb_fd):
+ * Linux reports a writeback error once per open file, so an fdatasync
+ * of the bitmap on the journal's file could swallow the error of a
+ * journal batch being written back meanwhile, and the journal's own
+ * fdatasync would then say its batch is durable.
+ */
+static int map_fd = -1;
 static bool tracking;           /* atomic: writes mark the bitmap */
 
 static int
@@ -38,7 +47,12 @@ map_setup (void)
 {
   if (map_ready)
     return 0;
-  if (dmap_init (&map, rep.log->fd, rep.log->sb.bitmap_offset,
+  if (map_fd == -1 &&
+      (map_fd = open (rep.log->path, O_RDWR | O_CLOEXEC)) == -1) {
+    nbdkit_error ("replica: dirty bitmap: opening %s: %m", rep.log->path);
+    return -1;
+  }
+  if (dmap_init (&map, map_fd, rep.log->sb.bitmap_offset,
                  rep.log->sb.bitmap_size, rep.log->sb.backing_size,
                  repl_cfg.sync_shift) == -1) {
     nbdkit_error ("replica: dirty bitmap: %m");
@@ -231,4 +245,7 @@ bitmap_stop (void)
   if (map_ready)
     dmap_free (&map);
   map_ready = false;
+  if (map_fd != -1)
+    close (map_fd);
+  map_fd = -1;
 }

@@ -43,6 +43,12 @@ checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch, uint64_t lsn)
                   strerror (err));
     return -1;
   }
+  /* A closing connection's own flush may have failed meanwhile (its
+   * failure reported before our flushes returned: conns_final_flush):
+   * its writes are not stable, whatever our flush of it said.
+   */
+  if (__atomic_load_n (&r->state, __ATOMIC_ACQUIRE) == VOL_FAILED)
+    return -1;
   /* The dirty bitmap first: it covers the records freed now. */
   if (bitmap_flush () == -1) {
     err = errno;

@@ -109,6 +109,29 @@ flush_all_conns (int *err)
   return ret;
 }
 
+/* Under the list lock (after the plugin-call lock, the checkpoint's
+ * order): a checkpoint's flush of every connection never falls between
+ * this flush and its failure's report.  Otherwise the checkpoint's own
+ * flush of this context could "succeed" after ours failed (Linux
+ * reports a writeback error once per open file), and the checkpoint
+ * pass writes that were never made stable, before the volume fails.
+ * Now it sees the volume failed once its flushes return (checkpoint.c).
+ */
+int
+conns_final_flush (nbdkit_next *next, void (*failed) (int err))
+{
+  int err = 0, r;
+
+  plugin_call_begin ();
+  pthread_mutex_lock (&lock);
+  r = next->flush (next, 0, &err);
+  if (r == -1)
+    failed (err);
+  pthread_mutex_unlock (&lock);
+  plugin_call_end ();
+  return r;
+}
+
 int
 conns_flush (nbdkit_next *ctx, bool all_conns, int *err)
 {

@@ -34,6 +34,10 @@ extern void conns_remove (struct conn *c);
  * *err set.
  */
 extern int conns_flush (nbdkit_next *ctx, bool all_conns, int *err);
+/* A closing connection's own flush of next, and failed (err) if it
+ * fails, as one step for checkpoints: returns 0 or -1.
+ */
+extern int conns_final_flush (nbdkit_next *next, void (*failed) (int err));
 
 /* Around calls into the plugin on the data path (not around waits for
  * the log: a checkpoint may be what that wait needs).

@@ -711,26 +711,27 @@ replica_prepare (nbdkit_next *next, void *handle, int readonly)
   return 0;
 }
 
+static void
+final_flush_failed (int err)
+{
+  replica_fail (&rep, err, "flushing a closing connection's plugin "
+                "context failed: %s", strerror (err));
+}
+
 static int
 replica_finalize (nbdkit_next *next, void *handle)
 {
   struct conn *c = handle;
-  int err = 0, r = 0;
 
   /* Writes applied through this context must be stable before a
    * checkpoint passes them: flush while the connection is still on the
-   * list (a checkpoint running meanwhile flushes it too), and only
+   * list (a checkpoint running meanwhile flushes it too, and sees the
+   * volume failed if this flush fails: conns_final_flush), and only
    * then leave it.
    */
   if (rep.all_conns && __atomic_load_n (&c->wrote, __ATOMIC_ACQUIRE) &&
-      next->can_flush (next) > 0) {
-    plugin_call_begin ();
-    r = next->flush (next, 0, &err);
-    plugin_call_end ();
-    if (r == -1)
-      replica_fail (&rep, err, "flushing a closing connection's plugin "
-                    "context failed: %s", strerror (err));
-  }
+      next->can_flush (next) > 0)
+    conns_final_flush (next, final_flush_failed);
   conns_remove (c);
   return 0;
 }
