@@ -130,7 +130,12 @@ session_frame (void *opaque, const struct chan_msg *m)
   case CHAN_RESET:
     r->written_known = false;
     r->written_lsn = 0;
-    peer_linkdown (r, "local log reset");
+    /* With no connection under way there is no link to drop: a
+     * LINKDOWN now would cross the filter's next CONNECT and be taken
+     * for that connection's failure.
+     */
+    if (r->peer.state != PEER_IDLE)
+      peer_linkdown (r, "local log reset");
     break;
   case CHAN_SUMS_REQ:
     sums_request (r, m);
