@@ -56,6 +56,8 @@ int
 sums_wait (struct sums_req *q, uint64_t gen)
 {
   uint64_t deadline = now_ns () + (uint64_t) SUMS_TIMEOUT_S * 1000000000;
+  bool done;
+  int err;
 
   pthread_mutex_lock (&Y.lock);
   for (;;) {
@@ -74,10 +76,13 @@ sums_wait (struct sums_req *q, uint64_t gen)
   }
   if (!q->done && !aborted (gen))
     q->err = ETIMEDOUT;
+  /* Read under the lock: a late answer (sync_sums) may still land. */
+  done = q->done;
+  err = q->err;
   pthread_mutex_unlock (&Y.lock);
-  if (!q->done || q->err) {
+  if (!done || err) {
     nbdkit_debug ("replica: sync: the peer's sums at %" PRIu64 ": %s",
-                  q->off, strerror (q->err ? q->err : ENOTCONN));
+                  q->off, strerror (err ? err : ENOTCONN));
     return -1;
   }
   return 0;
