@@ -759,7 +759,11 @@ peer_progress (struct repl *r)
    */
   if (sums_progress (r) == -1)
     return;
-  if (!p->ctl_op.busy && p->ntells > 0) {
+  /* Not over a completed CONTROL whose result is still unread (one
+   * that completed inside sums_progress's submissions): op_arm would
+   * wipe it, and its CHAN_TOLD or refusal would be lost.
+   */
+  if (!p->ctl_op.busy && !p->ctl_op.done && p->ntells > 0) {
     uint32_t type = p->tells[0].type;
     uint64_t seq = p->tells[0].seq;
 
