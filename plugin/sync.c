@@ -452,7 +452,8 @@ wait_applied (uint64_t base, uint64_t gen)
     bool stale;
 
     journal_checkpoint_point (&rep.journal, &seq, &epoch, &lsn);
-    if (seq >= base)
+    /* (or nothing in flight at all: every record is complete) */
+    if (seq >= base || lsn == journal_head_lsn (&rep.journal))
       return 0;
     pthread_mutex_lock (&Y.lock);
     stale = aborted (gen);
