@@ -105,7 +105,8 @@ struct wire_control {
 };
 
 #define WIRE_RESYNC_STAGE    0x1
-/* ADOPT: a sync of the disk follows (the RESYNC comes next): the
+/* ADOPT: a sync of the disk in place follows (the RESYNC comes next,
+ * without WIRE_RESYNC_STAGE: an initial sync): the
  * pairing is recorded with the disk marked inconsistent and to be
  * resynced, in the same superblock write, so a pairing that loses its
  * RESYNC (link down, crash) still asks for the sync at the next

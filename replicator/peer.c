@@ -448,7 +448,9 @@ peer_ship (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
          PRIu64, seq, epoch);
   if (send_control (r, adopt ? WIRE_CTL_ADOPT : WIRE_CTL_AUTH,
                     adopt ? seq : 0, adopt ? epoch : 0,
-                    adopt && p->resync ? WIRE_ADOPT_SYNC : 0) == -1)
+                    adopt && p->resync &&
+                    !(resync_flags & WIRE_RESYNC_STAGE)
+                    ? WIRE_ADOPT_SYNC : 0) == -1)
     return;
   reader_start (&p->rd, r->log, lsn, seq, epoch);
   p->state = PEER_AUTH;
