@@ -127,9 +127,11 @@ enter_bitmap (void)
   /* A handshake meanwhile saw the tail clamped, and shipped (or will
    * ship, after its pass's base) from the acked point: unclamping now
    * would let checkpoints free what it still ships, and nothing would
-   * clamp again.  The bitmap stays on; that pass covers it.
+   * clamp again.  The bitmap stays on; that pass covers it.  Nor once
+   * that pass has ended (bitmap_end turned tracking off): nothing
+   * would mark what checkpoints free.
    */
-  if (R.link.state != LINK_REPLICATING)
+  if (R.link.state != LINK_REPLICATING && bitmap_tracking ())
     R.unclamped = true;
   pthread_mutex_unlock (&R.lock);
 }
