@@ -71,6 +71,17 @@ set_str (char **dst, const char *value)
   return 0;
 }
 
+/* A file the replicator or a later step opens after nbdkit forked into
+ * the background (and changed to /): absolute.
+ */
+static int
+set_path (char **dst, const char *value)
+{
+  free (*dst);
+  *dst = nbdkit_absolute_path (value);
+  return *dst ? 0 : -1;
+}
+
 static int
 parse_bool_key (const char *key, const char *value, bool *out)
 {
@@ -107,13 +118,15 @@ repl_config_key (const char *key, const char *value)
   if (strcmp (key, "replica-peer") == 0)
     return set_str (&repl_cfg.peer, value);
   if (strcmp (key, "replica-replicator") == 0)
-    return set_str (&repl_cfg.replicator, value);
+    return strcmp (value, "external") == 0
+      ? set_str (&repl_cfg.replicator, value)
+      : set_path (&repl_cfg.replicator, value);
   if (strcmp (key, "replica-tls-psk") == 0)
-    return set_str (&repl_cfg.tls_psk, value);
+    return set_path (&repl_cfg.tls_psk, value);
   if (strcmp (key, "replica-tls-username") == 0)
     return set_str (&repl_cfg.tls_username, value);
   if (strcmp (key, "replica-tls-certificates") == 0)
-    return set_str (&repl_cfg.tls_certificates, value);
+    return set_path (&repl_cfg.tls_certificates, value);
   if (strcmp (key, "replica-insecure") == 0)
     return parse_bool_key (key, value, &repl_cfg.insecure);
   if (strcmp (key, "replica-sync-timeout") == 0)

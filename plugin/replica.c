@@ -62,8 +62,12 @@ replica_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                 const char *key, const char *value)
 {
   if (strcmp (key, "replica-log") == 0) {
+    /* Absolute: nbdkit changes to / when it forks into the background,
+     * and the log is opened again after that (the dirty bitmap's own
+     * open file, plugin/bitmap.c).
+     */
     free (rep.log_path);
-    rep.log_path = strdup (value);
+    rep.log_path = nbdkit_absolute_path (value);
     return rep.log_path ? 0 : -1;
   }
   if (strcmp (key, "replica-log-size") == 0) {
@@ -72,7 +76,7 @@ replica_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   }
   if (strcmp (key, "replica-control") == 0) {
     free (rep.control_path);
-    rep.control_path = strdup (value);
+    rep.control_path = nbdkit_absolute_path (value);
     return rep.control_path ? 0 : -1;
   }
   if (strcmp (key, "replica-role") == 0) {
