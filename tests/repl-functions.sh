@@ -59,6 +59,15 @@ start_primary ()
     PRI_PID=$NBDKIT_PID
 }
 
+# stop_pair: orderly stop of the primary, then of the secondary.
+stop_pair ()
+{
+    NBDKIT_PID=$PRI_PID
+    stop_nbdkit
+    NBDKIT_PID=$SEC_PID
+    stop_nbdkit
+}
+
 # wait_field CONTROL KEY VALUE [SECONDS]: until status shows it.
 wait_field ()
 {

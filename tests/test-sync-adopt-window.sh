@@ -71,8 +71,5 @@ start_primary "$TMPD/pri.img" async
 [ "$(status_field "$TMPD/pri.ctl" sync_passes)" -ge 1 ] ||
     fail "no sync pass ran"
 same_volumes
-NBDKIT_PID=$PRI_PID
-stop_nbdkit
-NBDKIT_PID=$SEC_PID
-stop_nbdkit
+stop_pair
 echo "$0: ok"

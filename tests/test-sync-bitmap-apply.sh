@@ -74,8 +74,5 @@ wait $writer || fail "the write failed"
 [ "$(status_field "$TMPD/pri.ctl" bitmap)" != tracking ] ||
     fail "the bitmap is still tracking after the pass"
 same_volumes
-NBDKIT_PID=$PRI_PID
-stop_nbdkit
-NBDKIT_PID=$SEC_PID
-stop_nbdkit
+stop_pair
 echo "$0: ok"
