@@ -71,6 +71,14 @@ struct replica {
 
 extern struct replica rep;
 
+/* startup.c: the filter's keys, and the log opened before the fork. */
+extern int replica_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+                           const char *key, const char *value);
+extern int replica_config_complete (nbdkit_next_config_complete *next,
+                                    nbdkit_backend *nxdata);
+extern const char replica_config_help[];
+extern int replica_open_log (void);
+
 /* apply.c */
 extern int replica_apply (nbdkit_next *next, uint8_t op, uint32_t flags,
                           const void *payload, uint32_t length,
