@@ -121,6 +121,24 @@ typedef ssize_t (*pwritev_fn) (int, const struct iovec *, int, off_t);
 typedef ssize_t (*pwrite_fn) (int, const void *, size_t, off_t);
 typedef int (*fdatasync_fn) (int);
 
+/* Does this write call on fd fail (the trigger names the call:
+ * pwrite, or pwritev)?  false: make the real call (a slow fault has
+ * slept first); true: fail with f->err, after the real write if
+ * f->written (the caller's part, the call's signature being its own).
+ */
+static bool
+write_fails (int fd, bool pwrite_call, struct fault *f)
+{
+  if (!armed (fd, f) || !(pwrite_call ? f->pwrite : f->pwritev))
+    return false;
+  if (f->slow) {
+    fired (f);
+    sleep (f->sleep_s);
+    return false;
+  }
+  return true;
+}
+
 static ssize_t
 do_pwritev (const char *sym, int fd, const struct iovec *iov, int n,
             off_t off)
@@ -128,19 +146,13 @@ do_pwritev (const char *sym, int fd, const struct iovec *iov, int n,
   pwritev_fn real = (pwritev_fn) dlsym (RTLD_NEXT, sym);
   struct fault f;
 
-  if (armed (fd, &f) && f.pwritev) {
-    if (f.slow) {
-      fired (&f);
-      sleep (f.sleep_s);
-      return real (fd, iov, n, off);
-    }
-    if (f.written && real (fd, iov, n, off) == -1)
-      return -1;
-    fired (&f);
-    errno = f.err;
+  if (!write_fails (fd, false, &f))
+    return real (fd, iov, n, off);
+  if (f.written && real (fd, iov, n, off) == -1)
     return -1;
-  }
-  return real (fd, iov, n, off);
+  fired (&f);
+  errno = f.err;
+  return -1;
 }
 
 ssize_t
@@ -161,19 +173,13 @@ do_pwrite (const char *sym, int fd, const void *buf, size_t n, off_t off)
   pwrite_fn real = (pwrite_fn) dlsym (RTLD_NEXT, sym);
   struct fault f;
 
-  if (armed (fd, &f) && f.pwrite) {
-    if (f.slow) {
-      fired (&f);
-      sleep (f.sleep_s);
-      return real (fd, buf, n, off);
-    }
-    if (f.written && real (fd, buf, n, off) == -1)
-      return -1;
-    fired (&f);
-    errno = f.err;
+  if (!write_fails (fd, true, &f))
+    return real (fd, buf, n, off);
+  if (f.written && real (fd, buf, n, off) == -1)
     return -1;
-  }
-  return real (fd, buf, n, off);
+  fired (&f);
+  errno = f.err;
+  return -1;
 }
 
 ssize_t
