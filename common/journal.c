@@ -211,6 +211,7 @@ assign_batch (struct journal *j, struct batch *b)
       struct jentry *e = &u->entries[i];
       uint32_t plen = entry_payload_len (e);
 
+      e->space_lsn = lsn;
       if (lsn == b->wrap_lsn) {
         struct rlog_rec w = {
           .op = RLOG_OP_WRAP, .seq = j->head_seq,
@@ -262,7 +263,7 @@ write_batch (struct journal *j, struct batch *b)
   struct iovec iov[BATCH_MAX_IOV + 8];
   static const char pad_src[RLOG_BLOCK];
   int n = 0;
-  uint64_t seg_lsn = b->start_lsn, lsn = b->start_lsn;
+  uint64_t seg_lsn = b->start_lsn, lsn = b->start_lsn, rs = ring_size (j);
 
 #define FLUSH_SEGMENT()                                                 \
   do {                                                                  \
@@ -280,6 +281,12 @@ write_batch (struct journal *j, struct batch *b)
       struct jentry *e = &u->entries[i];
       uint32_t used;
 
+      /* A record that ended exactly at the ring's end needs no WRAP,
+       * but the write must still restart at the ring's start: one
+       * pwritev would run on past the end (of the file).
+       */
+      if (lsn != seg_lsn && lsn % rs == 0)
+        FLUSH_SEGMENT ();
       if (lsn == b->wrap_lsn) {
         iov[n++] = (struct iovec) { b->wrap_hdr, RLOG_REC_HDR_SIZE };
         lsn += RLOG_REC_HDR_SIZE;
@@ -786,9 +793,14 @@ journal_checkpoint_point (struct journal *j, uint64_t *seq, uint64_t *epoch,
 {
   pthread_mutex_lock (&j->lock);
   if (j->ihead) {
+    /* Not the record's lsn if a WRAP comes first: a failed batch sends
+     * the head back to where it began, which a checkpoint must never
+     * pass (the scan from a WRAP skips it, or stops at the zeroed
+     * block of a failed one).
+     */
     *seq = j->ihead->prev_seq;
     *epoch = j->ihead->prev_epoch;
-    *lsn = j->ihead->lsn;
+    *lsn = j->ihead->space_lsn;
   }
   else {
     *seq = j->last_seq;

@@ -46,6 +46,8 @@ struct jentry {
   /* Filled by the leader: */
   struct rlog_rec rec;
   uint64_t lsn;
+  uint64_t space_lsn;           /* where its space begins: lsn, or the
+                                 * WRAP filler laid out before it */
   uint8_t hdr[RLOG_REC_HDR_SIZE];
   struct jentry *iprev, *inext; /* in-flight list */
   bool inflight;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <semaphore.h>
 
 #include <check.h>
 
@@ -208,6 +209,86 @@ START_TEST (test_fail_pwritev)
 }
 END_TEST
 
+/* A pwritev that stops until released, then fails with ENOSPC (a
+ * synchronous error: thin or CoW filesystems), once.
+ */
+static sem_t in_write, go_on;
+static atomic_int block_next;
+
+static ssize_t
+blocking_pwritev (int fd, const struct iovec *iov, int n, off_t off)
+{
+  if (atomic_exchange (&block_next, 0)) {
+    sem_post (&in_write);
+    sem_wait (&go_on);
+    errno = ENOSPC;
+    return -1;
+  }
+  return pwritev (fd, iov, n, off);
+}
+
+static const struct journal_io blocking_io = { blocking_pwritev, fdatasync };
+
+struct app { struct journal *j; int r; };
+
+static void *
+app_thread (void *arg)
+{
+  struct app *a = arg;
+  struct jentry e;
+
+  a->r = append_write (a->j, &e, 0, 8192, 33);
+  return NULL;
+}
+
+/* A checkpoint taken while a batch that begins with a WRAP is in flight,
+ * and the batch then fails: the checkpoint must not name the lap start
+ * behind the WRAP, where the head does not go back to.  The next
+ * record, written where the failed batch began, must be found from the
+ * checkpoint.
+ */
+START_TEST (test_ckpt_wrap_fail)
+{
+  struct jctx *c = jt_start ("ckptwrap", &blocking_io, NULL);
+  uint64_t rs = c->log->sb.ring_size, seq, epoch, lsn;
+  struct app a = { &c->j, 0 };
+  struct rlog_sb sb;
+  struct jentry e;
+  struct want w;
+  pthread_t th;
+
+  jt_move_head (c, rs - 8192);
+  sem_init (&in_write, 0, 0);
+  sem_init (&go_on, 0, 0);
+  atomic_store (&block_next, 1);
+  /* 8256 bytes of record do not fit the 8192 left: WRAP, then the lap. */
+  ck_assert_int_eq (pthread_create (&th, NULL, app_thread, &a), 0);
+  sem_wait (&in_write);
+  /* plugin/checkpoint.c: sample, (flush), superblock, set_checkpoint. */
+  journal_checkpoint_point (&c->j, &seq, &epoch, &lsn);
+  ck_assert_uint_eq (lsn, rs - 8192);
+  pthread_mutex_lock (&c->log->sb_lock);
+  sb = c->log->sb;
+  sb.checkpoint_seq = seq;
+  sb.checkpoint_epoch = epoch;
+  sb.checkpoint_lsn = lsn;
+  ck_assert_int_eq (rlog_sb_write_locked (c->log, &sb), 0);
+  pthread_mutex_unlock (&c->log->sb_lock);
+  journal_set_checkpoint (&c->j, lsn);
+  sem_post (&go_on);
+  pthread_join (th, NULL);
+  ck_assert_int_eq (a.r, -1);
+  /* 8128 bytes of payload: a record that fills the room exactly. */
+  ck_assert_int_eq (append_write (&c->j, &e, 65536, 8128, 44), 0);
+  ck_assert_uint_eq (e.lsn, rs - 8192);
+  want_from (&w, &e, 44);
+  scan_expect (c->log, &w, 1, RLOG_STOP_NONE);
+  sem_destroy (&in_write);
+  sem_destroy (&go_on);
+  jt_stop (c);
+}
+END_TEST
+
 /* fdatasync fails (ENOSPC) after the batch was written: the append fails
  * with ENOSPC, and neither the failed records nor what is left of them
  * behind later, smaller batches is ever returned by a scan.
@@ -316,6 +397,7 @@ journal_io_suite (void)
   tcase_add_unchecked_fixture (tc, jt_setup, jt_teardown);
   tcase_add_test (tc, test_group_commit);
   tcase_add_test (tc, test_fail_pwritev);
+  tcase_add_test (tc, test_ckpt_wrap_fail);
   tcase_add_test (tc, test_fail_fdatasync);
   tcase_add_test (tc, test_fenced);
   suite_add_tcase (s, tc);

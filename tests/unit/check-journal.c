@@ -14,6 +14,7 @@
 #include <time.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include <check.h>
 
@@ -309,7 +310,7 @@ START_TEST (test_wraparound)
     jt_checkpoint (&c->j, c->log);
     lo = i >= K ? i - K + 1 : 0;
     ck_assert_uint_eq (c->log->sb.checkpoint_seq, lo);
-    ck_assert_uint_eq (c->log->sb.checkpoint_lsn, ents[lo].lsn);
+    ck_assert_uint_eq (c->log->sb.checkpoint_lsn, ents[lo].space_lsn);
     scan_expect (c->log, &want[lo], i + 1 - lo, RLOG_STOP_NONE);
     if (ents[lo].lsn / rs != ents[i].lsn / rs)
       crossings++;
@@ -333,6 +334,38 @@ START_TEST (test_wraparound)
   ck_assert_uint_eq (journal_used_bytes (&c->j), 0);
   free (ents);
   free (want);
+  jt_stop (c);
+}
+END_TEST
+
+/* A record that is not its batch's last ends exactly at the ring's end:
+ * no WRAP is needed, and the next record goes to the ring's start (the
+ * batch is written as two pieces), not past the end of the file.
+ */
+START_TEST (test_ring_end_exact)
+{
+  struct jctx *c = jt_start ("ringend", &test_io, NULL);
+  uint64_t rs = c->log->sb.ring_size;
+  /* 64-byte header + 4032 bytes: 4096 bytes of ring each. */
+  static uint8_t a[4032], b[4032];
+  struct jentry e[2];
+  struct junit u = { .entries = e, .n = 2 };
+  struct want w[2];
+  struct stat st;
+
+  jt_move_head (c, rs - 4096);
+  tu_fill (a, sizeof a, 11);
+  tu_fill (b, sizeof b, 22);
+  set_entry (&e[0], RLOG_OP_WRITE, 0, 0, sizeof a, a);
+  set_entry (&e[1], RLOG_OP_WRITE, 0, 8192, sizeof b, b);
+  ck_assert_int_eq (journal_append (&c->j, &u), 0);
+  ck_assert_uint_eq ((e[0].lsn + e[0].rec.rec_size) % rs, 0);
+  ck_assert_uint_eq (e[1].lsn % rs, 0);
+  ck_assert_int_eq (fstat (c->log->fd, &st), 0);
+  ck_assert_uint_eq (st.st_size, c->log->sb.log_size);
+  want_from (&w[0], &e[0], 11);
+  want_from (&w[1], &e[1], 22);
+  scan_expect (c->log, w, 2, RLOG_STOP_NONE);
   jt_stop (c);
 }
 END_TEST
@@ -571,6 +604,7 @@ journal_suite (void)
   tcase_add_test (tc, test_append_rejects_unreplayable);
   tcase_add_test (tc, test_append_elided);
   tcase_add_test (tc, test_wraparound);
+  tcase_add_test (tc, test_ring_end_exact);
   tcase_add_test (tc, test_checkpoint_inflight);
   tcase_add_test (tc, test_restart);
   tcase_add_test (tc, test_space_wait);

@@ -275,3 +275,23 @@ append_n (struct jctx *c, struct jentry *ents, struct want *want, int n,
   }
 }
 
+
+void
+jt_move_head (struct jctx *c, uint64_t lsn)
+{
+  const struct journal_io *io = c->j.io;
+  journal_pressure_fn pressure = c->j.pressure;
+  struct rlog_sb sb;
+
+  pthread_mutex_lock (&c->log->sb_lock);
+  sb = c->log->sb;
+  sb.checkpoint_lsn = lsn;
+  ck_assert_int_eq (rlog_sb_write_locked (c->log, &sb), 0);
+  pthread_mutex_unlock (&c->log->sb_lock);
+  journal_stop (&c->j);
+  ck_assert_int_eq (journal_start (&c->j, c->log, io,
+                                   c->log->sb.seq_reserved, lsn,
+                                   pressure, c), 0);
+  journal_set_last (&c->j, c->log->sb.checkpoint_seq,
+                    c->log->sb.checkpoint_epoch);
+}

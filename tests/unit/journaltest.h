@@ -39,6 +39,8 @@ struct jctx {
 extern struct jctx *jt_start (const char *name, const struct journal_io *io,
                               journal_pressure_fn pressure);
 extern void jt_stop (struct jctx *c);
+/* Put the head and the checkpoint at lsn, as a recovery would. */
+extern void jt_move_head (struct jctx *c, uint64_t lsn);
 /* plugin/checkpoint.c checkpoint_now without the backing flush. */
 extern void jt_checkpoint (struct journal *j, struct rlog *log);
 extern void pressure_checkpoint (void *opaque);
