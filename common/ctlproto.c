@@ -7,8 +7,18 @@
 #include <errno.h>
 #include <unistd.h>
 #include <poll.h>
+#include <time.h>
 
 #include "ctlproto.h"
+
+static int64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int
 wait_readable (int fd, int timeout_ms)
@@ -24,14 +34,23 @@ wait_readable (int fd, int timeout_ms)
   return r > 0 ? 0 : -1;
 }
 
+/* timeout_ms bounds the whole line, not each byte: a client trickling
+ * one byte at a time cannot hold the (single) control thread.
+ */
 int
 ctl_read_line (int fd, char *buf, size_t len, int timeout_ms)
 {
+  const int64_t deadline = now_ms () + timeout_ms;
   size_t n = 0;
 
   while (n + 1 < len) {
+    int64_t left = deadline - now_ms ();
     ssize_t r;
-    if (wait_readable (fd, timeout_ms) == -1)
+    if (left <= 0) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    if (wait_readable (fd, (int) left) == -1)
       return -1;
     r = read (fd, buf + n, 1);
     if (r == -1) {

@@ -149,6 +149,7 @@ extern int secondary_pwrite (nbdkit_next *next, struct conn *c,
 /* Promote: refuse new batches, wait for those journaled to be applied. */
 extern void secondary_close (struct conn *c);
 extern void secondary_quiesce (void);
+extern void secondary_unquiesce (void);
 extern void secondary_status (json_object *o);
 extern void secondary_clamp_checkpoint (uint64_t *seq, uint64_t *epoch,
                                         uint64_t *lsn);

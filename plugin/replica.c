@@ -557,6 +557,19 @@ replica_can_write (nbdkit_next *next, void *handle)
   return next->can_write (next);
 }
 
+/* Why promote is refused now, or NULL. */
+static const char *
+promote_refusal (struct replica *r, bool force)
+{
+  struct rlog_sb sb;
+
+  pthread_mutex_lock (&r->log->sb_lock);
+  sb = r->log->sb;
+  pthread_mutex_unlock (&r->log->sb_lock);
+  return link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED,
+                             sb.flags & RLOG_SB_RESYNC, force);
+}
+
 /* Promote a secondary (replicactl promote): every journaled record is
  * already applied (replay at start, and a secondary takes no writes),
  * so this is the role change in the superblock, durably, then in
@@ -569,12 +582,19 @@ replica_promote (struct replica *r, bool force, const char **why)
   bool rolled_back;
   int ret = 0;
 
-  pthread_mutex_lock (&r->log->sb_lock);
-  sb = r->log->sb;
-  *why = link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED,
-                             sb.flags & RLOG_SB_RESYNC, force);
-  pthread_mutex_unlock (&r->log->sb_lock);
-  if (*why)
+  switch (__atomic_load_n (&r->state, __ATOMIC_ACQUIRE)) {
+  case VOL_STANDALONE:
+    break;
+  case VOL_RECOVERING:
+    /* The journal is not started and records wait to be replayed. */
+    *why = "the log is still being replayed (state recovering): promote "
+      "once the node serves";
+    return -1;
+  default:
+    *why = "the volume failed";
+    return -1;
+  }
+  if ((*why = promote_refusal (r, force)) != NULL)
     return -1;
   /* No batch is accepted from now on; those journaled are committed. */
   secondary_quiesce ();
@@ -590,6 +610,18 @@ replica_promote (struct replica *r, bool force, const char **why)
   }
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
+  /* Again, under the lock held until the role changes: a TELL OUTDATED
+   * may have been recorded while the queue drained (set_outdated
+   * refuses one once we are primary).  A refusal undoes the quiesce.
+   */
+  *why = link_promote_check (sb.role, sb.flags & RLOG_SB_OUTDATED,
+                             sb.flags & RLOG_SB_RESYNC, force);
+  if (*why) {
+    pthread_mutex_unlock (&r->log->sb_lock);
+    pthread_mutex_unlock (&r->ckpt_lock);
+    secondary_unquiesce ();
+    return -1;
+  }
   sb.role = RLOG_ROLE_PRIMARY;
   /* A primary's flags left by an older demote mean nothing here. */
   sb.flags &= ~(RLOG_SB_OUTDATED | RLOG_SB_BITMAP | RLOG_SB_REPLICATED);

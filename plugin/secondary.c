@@ -173,6 +173,12 @@ adopt (struct conn *c, const struct wire_control *ctl, int *err)
   return 0;
 }
 
+/* TELL OUTDATED / UPTODATE.  Under sb_lock, as promote's last check of
+ * the flag and its role change are: an OUTDATED recorded before that
+ * check makes promote refuse (without --force); one after it finds the
+ * node a primary and is refused, so the old primary never takes a
+ * confirmation for a mark that promote erased.
+ */
 static int
 set_outdated (bool outdated, int *err)
 {
@@ -181,6 +187,11 @@ set_outdated (bool outdated, int *err)
 
   pthread_mutex_lock (&rep.log->sb_lock);
   sb = rep.log->sb;
+  if (sb.role != RLOG_ROLE_SECONDARY) {
+    pthread_mutex_unlock (&rep.log->sb_lock);
+    return refuse (err, EPERM, "%s refused: this node was promoted",
+                   outdated ? "outdated" : "up to date");
+  }
   if (!!(sb.flags & RLOG_SB_OUTDATED) != outdated) {
     sb.flags ^= RLOG_SB_OUTDATED;
     r = rlog_sb_write_locked (rep.log, &sb);
@@ -619,6 +630,16 @@ secondary_pwrite (nbdkit_next *next, struct conn *c, const void *buf,
     return batch (next, c, buf, count, err);
   *err = EINVAL;
   return -1;
+}
+
+/* A promote refused after its quiesce: batches are accepted again. */
+void
+secondary_unquiesce (void)
+{
+  pthread_mutex_lock (&S.lock);
+  S.quiesced = false;
+  pthread_cond_broadcast (&S.cond);
+  pthread_mutex_unlock (&S.lock);
 }
 
 void

@@ -67,14 +67,18 @@ progress_clear (void)
   }
 }
 
-/* Send one command, return the JSON reply (malloc'd) or NULL. */
+/* Send one command, return the JSON reply (malloc'd) or NULL.  Waits
+ * timeout_ms for it (-1: for as long as it takes).  *sent says whether
+ * the command went out (then a NULL means its outcome is unknown).
+ */
 static char *
-ctl_request (const char *cmd)
+ctl_request_wait (const char *cmd, int timeout_ms, bool *sent)
 {
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
   char *reply;
   int fd;
 
+  *sent = false;
   if (strlen (control_path) >= sizeof addr.sun_path) {
     fprintf (stderr, "replicactl: control socket path too long\n");
     return NULL;
@@ -93,7 +97,7 @@ ctl_request (const char *cmd)
   }
   if (ctl_write_all (fd, cmd, strlen (cmd)) == -1 ||
       ctl_write_all (fd, "\n", 1) == -1 ||
-      (reply = ctl_read_all (fd, 10000)) == NULL) {
+      (*sent = true, (reply = ctl_read_all (fd, timeout_ms)) == NULL)) {
     int e = errno;
     progress_clear ();
     errno = e;
@@ -103,6 +107,14 @@ ctl_request (const char *cmd)
   }
   close (fd);
   return reply;
+}
+
+static char *
+ctl_request (const char *cmd)
+{
+  bool sent;
+
+  return ctl_request_wait (cmd, 10000, &sent);
 }
 
 static int
@@ -151,6 +163,7 @@ cmd_promote (int argc, char **argv)
   bool force = false;
   json_object *o, *v;
   char *reply;
+  bool sent;
   int ret = 1;
 
   for (int i = 1; i < argc; ++i) {
@@ -163,13 +176,22 @@ cmd_promote (int argc, char **argv)
     fprintf (stderr, "replicactl: promote needs --control SOCKET\n");
     return 2;
   }
-  reply = ctl_request (force ? "promote --force" : "promote");
-  if (!reply)
+  /* No time limit: the filter applies the queued records first, as
+   * long as that takes.  Once the command is out, a missing reply
+   * leaves the outcome unknown, which a failover script must not take
+   * for a refusal (it might promote another node): exit status 3.
+   */
+  reply = ctl_request_wait (force ? "promote --force" : "promote", -1, &sent);
+  if (!reply && !sent)
     return 1;
-  o = json_tokener_parse (reply);
+  o = reply ? json_tokener_parse (reply) : NULL;
   free (reply);
-  if (!o || !json_object_is_type (o, json_type_object))
-    fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
+  if (!o || !json_object_is_type (o, json_type_object)) {
+    fprintf (stderr, "replicactl: promote: no valid reply from %s: the node "
+             "may or may not have been promoted (check its status)\n",
+             control_path);
+    ret = 3;
+  }
   else if (json_object_object_get_ex (o, "error", &v))
     fprintf (stderr, "replicactl: promote refused: %s\n",
              json_object_get_string (v));
