@@ -322,14 +322,24 @@ mark_elided (struct jentry *ents, size_t n)
 static ssize_t
 first_new (const struct collect *col)
 {
+  /* A batch after an earlier record that goes on past ours must hold
+   * our last record: a sender's records are consecutive in its log, so
+   * one that skips it never had it (its append failed after we got
+   * it, and the seq was burned): our copy diverged.  (A batch after
+   * exactly our last record is checked by its caller.)
+   */
+  bool seen = col->b->prev_seq >= S.enq_seq;
   size_t i = 0;
 
   for (; i < col->n && col->ents[i].seq <= S.enq_seq; ++i)
-    if (col->ents[i].seq == S.enq_seq && col->ents[i].epoch != S.enq_epoch)
-      return -1;
+    if (col->ents[i].seq == S.enq_seq) {
+      if (col->ents[i].epoch != S.enq_epoch)
+        return -1;
+      seen = true;
+    }
   if (i < col->n) {
     const struct jentry *e = &col->ents[i];
-    if (e->epoch < S.enq_epoch ||
+    if (!seen || e->epoch < S.enq_epoch ||
         !(e->seq == S.enq_seq + 1 || e->epoch > S.enq_epoch))
       return -1;
   }

@@ -6,7 +6,8 @@
 # primary does not have (diverged: here the primary's log and disk are
 # put back to an older state, as a crash that lost records the peer
 # already had would) is not refused but resynced by checksums: its
-# extra write is undone.
+# extra write is undone.  A batch that skips a record the secondary
+# holds is refused by the secondary itself.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 make_tmpdir
@@ -97,4 +98,19 @@ mv "$TMPD/a.log" "$TMPD/pri.log"
 LOG_SIZE=16M start_primary "$TMPD/pri.img" async
 nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"S" * 4096, 0)'
 expect_refused "split brain" "split brain"
+NBDKIT_PID=$SEC_PID
+stop_nbdkit
+
+# A batch that skips a record the secondary holds, into a newer epoch
+# (the primary's append of it failed after it was shipped, and the
+# handshake saw only the applied point): refused as diverged, never
+# applied (tests/wire-inject.c --diverge).
+rm -f "$TMPD/sec.log"
+truncate -s 0 "$TMPD/sec.img"
+truncate -s 32M "$TMPD/sec.img"
+LOG_SIZE=16M start_secondary "$TMPD/sec.img"
+"$WIRE_INJECT" --diverge "nbds+unix://replica@/replica-replication?socket=$TMPD/sec.sock&tls-psk-file=$TMPD/keys.psk" ||
+    fail "a diverged batch was not refused"
+[ "$(status_field "$TMPD/sec.ctl" received_seq)" = 3 ] ||
+    fail "received_seq $(status_field "$TMPD/sec.ctl" received_seq)"
 echo "$0: ok"

@@ -10,6 +10,13 @@
  * secondary is paired); OUTDATED without authenticating.  Prints one
  * line per attempt; exit 0 if every one was refused with EPERM, 1 if
  * any was accepted or failed otherwise.
+ *
+ *   wire-inject --diverge URI   (an unpaired secondary: test-repl-refuse.sh)
+ *
+ * Pairs with the secondary (ADOPT), sends records 1-3 of epoch 1, then
+ * a batch after seq 1 whose first record is seq 10 of epoch 2: a
+ * history without our seq 3 (a primary whose append of seq 3 failed
+ * after it was shipped).  Exit 0 if that batch is refused with EINVAL.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +89,60 @@ send_control (struct nbd_handle *nbd, const struct wire_hello *h,
   return nbd_pwrite (nbd, buf, sizeof buf, WIRE_CONTROL_OFFSET, 0);
 }
 
+/* A batch after (prev_seq, prev_epoch) of n 4 KiB writes at offset 0,
+ * seqs first.., all of the given epoch.
+ */
+static int
+send_records (struct nbd_handle *nbd, uint64_t prev_seq, uint64_t prev_epoch,
+              uint64_t first, uint64_t epoch, unsigned n)
+{
+  enum { RSZ = RLOG_REC_HDR_SIZE + 4096 };
+  static uint8_t buf[WIRE_BATCH_HDR_SIZE + 4 * RSZ];
+  struct wire_batch b = { .prev_seq = prev_seq, .prev_epoch = prev_epoch,
+                          .first_seq = first, .last_seq = first + n - 1,
+                          .count = n };
+  uint8_t *rec = buf + WIRE_BATCH_HDR_SIZE;
+
+  for (unsigned i = 0; i < n && i < 4; ++i, rec += RSZ) {
+    struct rlog_rec r = { .op = RLOG_OP_WRITE, .seq = first + i,
+                          .epoch = epoch, .length = 4096,
+                          .payload_len = 4096 };
+    memset (rec + RLOG_REC_HDR_SIZE, 'A' + i, 4096);
+    r.rec_size = rlog_rec_size (4096);
+    rlog_rec_seal (&r, rec, rlog_payload_crc (rec + RLOG_REC_HDR_SIZE, 4096));
+  }
+  b.raw_len = b.wire_len = n * RSZ;
+  b.data_crc = rlog_crc32c (0, buf + WIRE_BATCH_HDR_SIZE, b.raw_len);
+  wire_batch_encode_hdr (&b, buf);
+  return nbd_pwrite (nbd, buf, WIRE_BATCH_HDR_SIZE + b.raw_len,
+                     WIRE_BATCH_BASE, 0);
+}
+
+static int
+diverge (void)
+{
+  struct wire_hello h;
+  struct nbd_handle *nbd = open_export (&h);
+  uint8_t secret[WIRE_SECRET_SIZE];
+
+  getrandom (secret, sizeof secret, 0);
+  if (send_control (nbd, &h, WIRE_CTL_ADOPT, secret) == -1 ||
+      send_records (nbd, 0, 0, 1, 1, 3) == -1) {
+    fprintf (stderr, "wire-inject: pairing: %s\n", nbd_get_error ());
+    return 1;
+  }
+  if (send_records (nbd, 1, 1, 10, 2, 1) == 0) {
+    printf ("a batch skipping our seq 3 into a new epoch: ACCEPTED\n");
+    return 1;
+  }
+  if (nbd_get_errno () != EINVAL) {
+    printf ("refused, but not with EINVAL: %s\n", nbd_get_error ());
+    return 1;
+  }
+  printf ("a batch skipping our seq 3 into a new epoch: refused (EINVAL)\n");
+  return 0;
+}
+
 static int bad;
 
 static void
@@ -106,8 +167,12 @@ main (int argc, char **argv)
   struct nbd_handle *nbd;
   uint8_t secret[WIRE_SECRET_SIZE];
 
+  if (argc == 3 && strcmp (argv[1], "--diverge") == 0) {
+    uri = argv[2];
+    return diverge ();
+  }
   if (argc != 2) {
-    fprintf (stderr, "usage: wire-inject URI\n");
+    fprintf (stderr, "usage: wire-inject [--diverge] URI\n");
     return 2;
   }
   uri = argv[1];
