@@ -441,7 +441,13 @@ replica_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
     return -1;
   }
   journal_complete (&rep.journal, &e);
-  return 0;
+  /* Sync mode: what the flush covers must be on the peer too.  A write
+   * replied to in sync mode already is; one replied to in async mode
+   * (before set-mode sync) may not be.  So wait for the record before
+   * ours (our FLUSH itself carries nothing), by the rules writes wait
+   * by (async, degraded: no wait).
+   */
+  return repl_wait_acked (e.prev_seq, err);
 }
 
 static int

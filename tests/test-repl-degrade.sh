@@ -9,6 +9,9 @@
 #     it is up to date, and the primary is no longer degraded.
 #  3. policy wait: a write waits for as long as the secondary is away,
 #     and completes when it is back.
+#  4. policy wait, async: a write is replied to while the secondary is
+#     frozen; after set-mode sync a flush covers it, so it waits for the
+#     secondary too.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 make_tmpdir
@@ -109,4 +112,30 @@ LOG_SIZE=16M start_secondary "$TMPD/sec.img"
 wait $w || fail "the waiting write failed"
 sec_nbdsh -c 'assert h.pread(4096, 16384) == b"D" * 4096' ||
     fail "the write is not on the secondary"
+stop_pair
+
+# 4.
+rm -f "$TMPD"/*.log
+truncate -s 0 "$TMPD/pri.img" "$TMPD/sec.img"
+truncate -s 32M "$TMPD/pri.img" "$TMPD/sec.img"
+LOG_SIZE=16M start_secondary "$TMPD/sec.img"
+LOG_SIZE=16M start_primary "$TMPD/pri.img" async replica-sync-timeout=1 \
+    replica-sync-policy=wait
+wait_field "$TMPD/pri.ctl" link replicating
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60
+kill -STOP "$SEC_PID"
+t=$(timed_write 20480)
+/usr/bin/python3 -c "import sys; sys.exit(not ($t < 0.9))" ||
+    fail "an async write took $t s"
+"$REPLICACTL" --control "$TMPD/pri.ctl" set-mode sync >/dev/null
+nbdsh -u "$(pri_uri)" -c 'h.flush()' &
+f=$!
+register_pid $f
+sleep 3
+kill -0 $f 2>/dev/null ||
+    fail "a sync-mode flush returned while the secondary lacks a write it covers"
+kill -CONT "$SEC_PID"
+wait $f || fail "the flush failed"
+sec_nbdsh -c 'assert h.pread(4096, 20480) == b"D" * 4096' ||
+    fail "the flushed write is not on the secondary"
 echo "$0: ok"
