@@ -481,6 +481,26 @@ replica_extents (nbdkit_next *next, void *handle, uint32_t count,
   return r;
 }
 
+/* One volume, one log: the log's records name no export, and replay,
+ * checkpoints and the secondary all use the plugin's default export.
+ * So that is the only export served (a client asking for another
+ * would have its writes replayed or replicated onto the default one).
+ */
+static int
+replica_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
+                      int readonly, int is_tls,
+                      struct nbdkit_exports *exports)
+{
+  return nbdkit_add_export (exports, "", NULL);
+}
+
+static const char *
+replica_default_export (nbdkit_next_default_export *next,
+                        nbdkit_backend *nxdata, int readonly, int is_tls)
+{
+  return "";
+}
+
 /* Per connection: its plugin context, for checkpoints (conns.c). */
 static void *
 replica_open (nbdkit_next_open *next, nbdkit_context *context,
@@ -488,6 +508,13 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
 {
   bool repl = strcmp (exportname, WIRE_EXPORT_NAME) == 0;
   struct conn *c;
+
+  if (!repl && exportname[0] != '\0') {
+    nbdkit_error ("replica: export \"%s\" refused: the filter serves only "
+                  "the default export (\"\"), the volume its log records",
+                  exportname);
+    return NULL;
+  }
 
   /* The replication export writes through to the plugin's default
    * export (the volume).
@@ -716,6 +743,8 @@ static struct nbdkit_filter filter = {
   .get_ready         = replica_get_ready,
   .after_fork        = replica_after_fork,
   .cleanup           = replica_cleanup,
+  .list_exports      = replica_list_exports,
+  .default_export    = replica_default_export,
   .open              = replica_open,
   .close             = replica_close,
   .prepare           = replica_prepare,
