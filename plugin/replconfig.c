@@ -112,6 +112,17 @@ parse_seconds (const char *key, const char *value, uint64_t *ms)
   return 0;
 }
 
+static int
+check_min_ms (const char *key, const char *value, uint64_t ms, uint64_t min)
+{
+  if (ms < min) {
+    nbdkit_error ("%s: '%s' is under the minimum of %g s", key, value,
+                  min / 1000.0);
+    return -1;
+  }
+  return 0;
+}
+
 int
 repl_config_key (const char *key, const char *value)
 {
@@ -130,7 +141,11 @@ repl_config_key (const char *key, const char *value)
   if (strcmp (key, "replica-insecure") == 0)
     return parse_bool_key (key, value, &repl_cfg.insecure);
   if (strcmp (key, "replica-sync-timeout") == 0)
-    return parse_seconds (key, value, &repl_cfg.sync_timeout_ms);
+    /* Under 0.1 s every sync write would degrade the link at once (0 is
+     * not "no timeout": that is replica-sync-policy=wait).
+     */
+    return parse_seconds (key, value, &repl_cfg.sync_timeout_ms) == -1 ||
+      check_min_ms (key, value, repl_cfg.sync_timeout_ms, 100) == -1 ? -1 : 0;
   if (strcmp (key, "replica-mode") == 0) {
     if (strcmp (value, "sync") == 0)
       repl_cfg.mode = LINK_SYNC;

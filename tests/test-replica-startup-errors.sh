@@ -65,6 +65,8 @@ expect_fail bad-size-empty "replica-log-size.*cannot parse size" \
 
 expect_fail unknown-key "unknown parameter 'replica-foo'" \
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" replica-foo=1
+expect_fail sync-timeout-0 "replica-sync-timeout: '0' is under the minimum" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" replica-sync-timeout=0
 
 expect_fail wrong-disk 'replica-log.*recorded for a backing of 67108864 bytes.*33554432' \
     file "$TMPD/disk32.img" replica-log="$TMPD/log64"
