@@ -127,6 +127,12 @@ link_may_ack (const struct link *l, uint64_t seq)
   return seq <= l->acked_seq;
 }
 
+bool
+link_peer_outdated (const struct link *l)
+{
+  return l->peer_outdated || l->tell_outdated || l->tell_uptodate;
+}
+
 void
 link_hold_acks (struct link *l, uint64_t from, uint64_t to)
 {

@@ -158,6 +158,12 @@ extern unsigned link_step (struct link *l, const struct link_event *ev);
  * once the peer acknowledged it.
  */
 extern bool link_may_ack (const struct link *l, uint64_t seq);
+/* Does the peer record, or may it still record, that it is outdated?
+ * True from the degrade until it confirms "up to date" (status
+ * peer_outdated; wait-synced waits for it to be false: until then a
+ * promote there needs --force).
+ */
+extern bool link_peer_outdated (const struct link *l);
 
 /* Shipping resumes after to although the peer holds only from: hold
  * the acknowledgement of the seqs between until link_release_hold (the

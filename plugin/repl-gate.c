@@ -298,7 +298,8 @@ repl_status (json_object *o, uint64_t head_seq)
   json_object_object_add (o, "degraded",
                           json_object_new_boolean (R.link.degraded));
   json_object_object_add (o, "peer_outdated",
-                          json_object_new_boolean (R.link.peer_outdated));
+                          json_object_new_boolean
+                          (link_peer_outdated (&R.link)));
   add_u64 (o, "last_seq", active ? R.written.seq : head_seq);
   add_u64 (o, "acked_seq", active ? R.acked.seq : head_seq);
   add_u64 (o, "lag_entries", active ? R.lag_records : 0);

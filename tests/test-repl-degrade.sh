@@ -12,6 +12,11 @@
 #  4. policy wait, async: a write is replied to while the secondary is
 #     frozen; after set-mode sync a flush covers it, so it waits for the
 #     secondary too.
+#  5. degrade (the secondary's log writes are slow: tests/faultinject.c),
+#     the secondary records that it is outdated, then catches up while
+#     its superblock writes are slow: wait-synced returns only once it
+#     has recorded that it is up to date again (before that, a promote
+#     there would need --force).
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 make_tmpdir
@@ -138,4 +143,29 @@ kill -CONT "$SEC_PID"
 wait $f || fail "the flush failed"
 sec_nbdsh -c 'assert h.pread(4096, 20480) == b"D" * 4096' ||
     fail "the flushed write is not on the secondary"
+stop_pair
+
+# 5. (last: the shim stays preloaded into every nbdkit started after it)
+use_fault_shim "$TMPD/sec.log"
+fresh_pair replica-sync-timeout=1
+echo "EIO pwritev sleep=3" >"$TMPD/trigger"
+timed_write 24576 >/dev/null
+[ "$(status_field "$TMPD/pri.ctl" peer_outdated)" = true ] ||
+    fail "peer not outdated"
+for _ in $(seq 1 100); do
+    "$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "flags.*outdated" && break
+    sleep 0.1
+done
+"$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "flags.*outdated" ||
+    fail "the secondary did not record that it is outdated"
+echo "EIO pwrite sleep=3" >"$TMPD/trigger"
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60 ||
+    fail "wait-synced after the secondary came back"
+"$REPLICACTL" log-dump "$TMPD/sec.log" >"$TMPD/dump"
+if grep -q "flags.*outdated" "$TMPD/dump"; then
+    fail "wait-synced returned while the secondary still records outdated"
+fi
+[ "$(status_field "$TMPD/pri.ctl" peer_outdated)" = false ] ||
+    fail "peer_outdated after wait-synced"
+rm -f "$TMPD/trigger"
 echo "$0: ok"

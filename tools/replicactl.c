@@ -402,9 +402,16 @@ cmd_wait_synced (int argc, char **argv)
      * log last knew).
      */
     const char *bitmap = field_str (o, "bitmap");
+    /* Nor while the peer may still record that it is outdated (after a
+     * degrade, until it confirms "up to date"): a promote there would
+     * need --force.
+     */
+    json_object *po;
+    bool outdated = json_object_object_get_ex (o, "peer_outdated", &po) &&
+      json_object_get_boolean (po);
     bool synced = acked >= target && !syncing && link &&
       strcmp (link, "replicating") == 0 &&
-      (!bitmap || strcmp (bitmap, "off") == 0);
+      (!bitmap || strcmp (bitmap, "off") == 0) && !outdated;
 
     if (synced) {
       progress_clear ();

@@ -337,6 +337,7 @@ START_TEST (test_uptodate_retold_after_reconnect)
   e.seq = e.local.head_seq;
   ck_assert (link_step (&l, &e) & LINK_ACT_TELL_UPTODATE);
   ck_assert (!l.degraded && l.tell_uptodate);
+  ck_assert (link_peer_outdated (&l));      /* until it confirms */
   e = ev (LINK_EV_IO_ERROR, 1400);          /* dropped before confirmed */
   link_step (&l, &e);
   e = ev (LINK_EV_TICK, 1400 + LINK_BACKOFF_MIN_MS);
@@ -344,9 +345,11 @@ START_TEST (test_uptodate_retold_after_reconnect)
   e = ev (LINK_EV_HANDSHAKE, 1600);
   ck_assert_uint_eq (link_step (&l, &e),
                      LINK_ACT_SHIP | LINK_ACT_TELL_UPTODATE);
+  ck_assert (link_peer_outdated (&l));
   e = ev (LINK_EV_UPTODATE_TOLD, 1700);
   link_step (&l, &e);
   ck_assert (!l.tell_uptodate);
+  ck_assert (!link_peer_outdated (&l));
 }
 END_TEST
 
