@@ -499,3 +499,14 @@ rlog_scan_next (struct rlog_scan *s, struct rlog_rec *rec,
     return 1;
   }
 }
+
+int
+rlog_clear_header (struct rlog *log, uint64_t lsn)
+{
+  static const uint8_t zero[RLOG_REC_HDR_SIZE];
+
+  if (rlog_full_pwrite (log->fd, zero, sizeof zero,
+                        rlog_lsn_to_off (&log->sb, lsn)) == -1)
+    return -1;
+  return fdatasync (log->fd);
+}

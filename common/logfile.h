@@ -114,6 +114,12 @@ extern const char *rlog_stop_name (enum rlog_stop s);
 extern uint64_t rlog_now_ns (void);
 /* pwrite all of buf (retrying short writes and EINTR); 0 or -1. */
 extern int rlog_full_pwrite (int fd, const void *buf, size_t n, off_t off);
+
+/* Zero the record header at lsn and fdatasync: no scan finds a record
+ * there.  Recovery uses it where new records will go (see
+ * plugin/recovery.c).  Returns 0, or -1 with errno set.
+ */
+extern int rlog_clear_header (struct rlog *log, uint64_t lsn);
 /* pread all of n bytes; 0, or -1 with errno (EIO on a short file). */
 extern int rlog_full_pread (int fd, void *buf, size_t n, off_t off);
 

@@ -74,24 +74,27 @@ bridge_gap (struct replica *r, struct rlog_rec *rec, uint64_t lsn,
   return 0;
 }
 
-/* A discarded staged set stays in the ring after the checkpoint, and
- * once STAGING is cleared, a later restart would replay it over the
- * disk's image (its records pass the continuity check: they follow the
- * stage's base, in the primary's epochs).  So the first header where
- * the new checkpoint points is zeroed, durably, before the superblock
- * write that clears STAGING: a scan from there finds no record.  A
- * crash in between leaves STAGING set, and this runs again.
+/* Where new records go, the first block boundary at or after the scan's
+ * end, must hold no record that a scan from the new checkpoint would
+ * take, so its header is zeroed, durably, before the superblock write:
+ *  - a discarded staged set stays in the ring after the checkpoint, and
+ *    once STAGING is cleared, a later restart would replay it over the
+ *    disk's image (its records pass the continuity check: they follow
+ *    the stage's base, in the primary's epochs); a crash before the
+ *    superblock write leaves STAGING set, and this runs again;
+ *  - a scan that stopped inside a block (a torn record) may have
+ *    stopped at a torn WRAP whose batch goes on at the ring's start,
+ *    at that very boundary: a WRAP takes no seq, so the record there
+ *    continues the checkpoint, and a later start would replay it (never
+ *    acknowledged, and absent from what this start served) unless this
+ *    start wrote a record over it first.
  */
 static int
-forget_staged (struct replica *r, uint64_t lsn)
+clear_new_head (struct replica *r, uint64_t lsn)
 {
-  static const uint8_t zero[RLOG_REC_HDR_SIZE];
-
-  if (rlog_full_pwrite (r->log->fd, zero, sizeof zero,
-                        rlog_lsn_to_off (&r->log->sb, lsn)) == -1 ||
-      fdatasync (r->log->fd) == -1) {
-    nbdkit_error ("replica-log: %s: discarding the staged resync: %m",
-                  r->log_path);
+  if (rlog_clear_header (r->log, lsn) == -1) {
+    nbdkit_error ("replica-log: %s: clearing the log's end at lsn %" PRIu64
+                  ": %m", r->log_path, lsn);
     return -1;
   }
   return 0;
@@ -105,6 +108,7 @@ replica_recover (struct replica *r)
   const uint8_t *payload;
   struct rlog_sb sb;
   bool keep;
+  uint64_t kept_lsn;                  /* the checkpoint we leave */
   uint64_t last_seq, last_epoch;
   struct rlog_rec last_rec = { 0 };   /* the last record replayed, */
   uint64_t last_lsn = 0;              /* where it starts, */
@@ -207,7 +211,14 @@ replica_recover (struct replica *r)
   r->recovered_epoch = last_epoch;
   r->recovered_lsn = (scan.lsn + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
   keep = r->role == RLOG_ROLE_PRIMARY && repl_keeps_tail ();
-  if (discard && forget_staged (r, r->recovered_lsn) == -1)
+  /* (Not where the kept checkpoint's first record lies, one ring on: a
+   * full log, whose next append waits for a checkpoint anyway.)
+   */
+  kept_lsn = keep && scan.records > 0 ? r->log->sb.checkpoint_lsn
+    : r->recovered_lsn;
+  if ((discard || r->recovered_lsn != scan.lsn) &&
+      r->recovered_lsn - kept_lsn < r->log->sb.ring_size &&
+      clear_new_head (r, r->recovered_lsn) == -1)
     goto fail;
   if (keep && r->recovered_lsn != scan.lsn && scan.records > 0 &&
       bridge_gap (r, &last_rec, last_lsn, last_pcrc,

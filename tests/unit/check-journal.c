@@ -370,6 +370,68 @@ START_TEST (test_ring_end_exact)
 }
 END_TEST
 
+/* Records found scanning from (lsn, prev_seq, prev_epoch). */
+static unsigned
+records_from (struct rlog *log, uint64_t lsn, uint64_t seq, uint64_t epoch)
+{
+  struct rlog_scan s;
+  struct rlog_rec r;
+  const uint8_t *p;
+  unsigned n = 0;
+
+  ck_assert_int_eq (rlog_scan_init_at (&s, log, lsn, seq, epoch), 0);
+  while (rlog_scan_next (&s, &r, &p) == 1)
+    n++;
+  rlog_scan_free (&s);
+  return n;
+}
+
+/* A batch [A, WRAP, B] whose WRAP header is torn: a scan stops inside a
+ * block, and recovery puts the new head (and checkpoint) at the next
+ * block boundary, the ring's start, where B lies: a WRAP takes no seq,
+ * so B continues A, and a later start would replay it.  Recovery
+ * clears the header there first (rlog_clear_header, plugin/recovery.c).
+ */
+START_TEST (test_torn_wrap_end)
+{
+  struct jctx *c = jt_start ("tornwrap", &test_io, NULL);
+  uint64_t rs = c->log->sb.ring_size, p, next;
+  static uint8_t a[6000], b[4096];
+  static const uint8_t zero[RLOG_REC_HDR_SIZE];
+  struct jentry e[2];
+  struct junit u = { .entries = e, .n = 2 };
+  struct rlog_scan s;
+  struct rlog_rec r;
+  const uint8_t *pl;
+
+  jt_move_head (c, rs - 8192);
+  tu_fill (a, sizeof a, 1);
+  tu_fill (b, sizeof b, 2);
+  set_entry (&e[0], RLOG_OP_WRITE, 0, 0, sizeof a, a);
+  set_entry (&e[1], RLOG_OP_WRITE, 0, 65536, sizeof b, b);
+  ck_assert_int_eq (journal_append (&c->j, &u), 0);
+  p = e[0].lsn + e[0].rec.rec_size;           /* the WRAP */
+  ck_assert_uint_eq (e[1].lsn, rs);
+  ck_assert_uint_ne (p % RLOG_BLOCK, 0);
+  /* The WRAP's sector was not written. */
+  ck_assert_int_eq (rlog_full_pwrite (c->log->fd, zero, sizeof zero,
+                                      rlog_lsn_to_off (&c->log->sb, p)), 0);
+  ck_assert_int_eq (rlog_scan_init (&s, c->log), 0);
+  ck_assert_int_eq (rlog_scan_next (&s, &r, &pl), 1);
+  ck_assert_int_eq (rlog_scan_next (&s, &r, &pl), 0);
+  ck_assert_uint_eq (s.lsn, p);
+  rlog_scan_free (&s);
+  next = (p + RLOG_BLOCK - 1) & ~(uint64_t) (RLOG_BLOCK - 1);
+  ck_assert_uint_eq (next, rs);
+  ck_assert_uint_eq (records_from (c->log, next, e[0].rec.seq,
+                                   e[0].rec.epoch), 1);
+  ck_assert_int_eq (rlog_clear_header (c->log, next), 0);
+  ck_assert_uint_eq (records_from (c->log, next, e[0].rec.seq,
+                                   e[0].rec.epoch), 0);
+  jt_stop (c);
+}
+END_TEST
+
 /* Stop, recover as plugin/recovery.c does (new checkpoint at the end of
  * the scanned log, new epoch), start again: seqs continue after the old
  * reservation and the whole history still scans from the beginning.
@@ -605,6 +667,7 @@ journal_suite (void)
   tcase_add_test (tc, test_append_elided);
   tcase_add_test (tc, test_wraparound);
   tcase_add_test (tc, test_ring_end_exact);
+  tcase_add_test (tc, test_torn_wrap_end);
   tcase_add_test (tc, test_checkpoint_inflight);
   tcase_add_test (tc, test_restart);
   tcase_add_test (tc, test_space_wait);
