@@ -87,7 +87,7 @@ secondary_pread (struct conn *c, void *buf, uint32_t count, uint64_t offset,
   struct rlog_sb sb;
 
   if (offset >= WIRE_SUMS_BASE) {
-    if (!c->authed)
+    if (!__atomic_load_n (&c->authed, __ATOMIC_ACQUIRE))
       return refuse (err, EPERM, "sums refused: the reader has not "
                      "authenticated");
     return sums_pread (buf, count, offset, err);
@@ -226,12 +226,15 @@ control (struct conn *c, const void *buf, int *err)
            !wire_control_mac_ok (&ctl, c->nonce, sb.pair_secret))
     return refuse (err, EPERM, "authentication failed: the writer does not "
                    "hold this volume's pair secret");
+  /* Under S.lock: two CONTROLs of one connection may run at once, and
+   * secondary_close counts the connection out once.
+   */
+  pthread_mutex_lock (&S.lock);
   if (!c->authed) {
-    c->authed = true;
-    pthread_mutex_lock (&S.lock);
+    __atomic_store_n (&c->authed, true, __ATOMIC_RELEASE);
     S.sessions++;
-    pthread_mutex_unlock (&S.lock);
   }
+  pthread_mutex_unlock (&S.lock);
   if (ctl.type == WIRE_CTL_OUTDATED || ctl.type == WIRE_CTL_UPTODATE)
     return set_outdated (ctl.type == WIRE_CTL_OUTDATED, err);
   if (ctl.type == WIRE_CTL_RESYNC)
@@ -514,7 +517,7 @@ batch (nbdkit_next *next, struct conn *c, const void *buf, uint32_t count,
   uint64_t after;
   int ret = -1;
 
-  if (!c->authed)
+  if (!__atomic_load_n (&c->authed, __ATOMIC_ACQUIRE))
     return refuse (err, EPERM, "batch refused: the writer has not "
                    "authenticated");
   if (decode_batch (buf, count, &b, &col, &owned, err) == -1) {

@@ -459,7 +459,8 @@ cmd_set_mode (int argc, char **argv)
     return 1;
   o = json_tokener_parse (reply);
   free (reply);
-  if (!o)
+  if (!o || !json_object_is_type (o, json_type_object) ||
+      (!field_str (o, "error") && !field_str (o, "mode")))
     fprintf (stderr, "replicactl: malformed reply from %s\n", control_path);
   else if ((err = field_str (o, "error")))
     fprintf (stderr, "replicactl: set-mode refused: %s\n", err);
