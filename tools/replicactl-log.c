@@ -15,6 +15,8 @@
 #include <time.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <pthread.h>
 
 #include "logfile.h"
@@ -44,12 +46,15 @@ replay_one (int fd, const struct rlog_rec *rec, const uint8_t *payload)
     /* Both read as zeroes afterwards (docs/design.md). */
     if (fallocate (fd, FALLOC_FL_ZERO_RANGE, rec->offset, rec->length) == 0)
       return 0;
-    if (errno != EOPNOTSUPP)
+    /* Not supported here (tmpfs; a block device refuses unaligned
+     * ranges with EINVAL): write the zeroes.
+     */
+    if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENODEV)
       return -1;
     {
       static const char zero[65536];
-      for (uint32_t n = 0; n < rec->length; n += sizeof zero) {
-        uint32_t k = rec->length - n < sizeof zero ? rec->length - n
+      for (uint64_t n = 0; n < rec->length; n += sizeof zero) {
+        uint64_t k = rec->length - n < sizeof zero ? rec->length - n
           : sizeof zero;
         if (rlog_full_pwrite (fd, zero, k, rec->offset + n) == -1)
           return -1;
@@ -107,8 +112,16 @@ cmd_log_dump (int argc, char **argv)
   for (int i = 1; i < argc; ++i) {
     if (strcmp (argv[i], "--all") == 0)
       all = true;
-    else if (strcmp (argv[i], "--records") == 0 && i + 1 < argc)
-      limit = strtoull (argv[++i], NULL, 10);
+    else if (strcmp (argv[i], "--records") == 0 && i + 1 < argc) {
+      char *end;
+      errno = 0;
+      limit = strtoull (argv[++i], &end, 10);
+      if (errno || end == argv[i] || *end) {
+        fprintf (stderr, "replicactl: --records: '%s' is not a number\n",
+                 argv[i]);
+        return 2;
+      }
+    }
     else if (argv[i][0] == '-' || path)
       usage (stderr, 2);
     else
@@ -174,108 +187,178 @@ cmd_log_dump (int argc, char **argv)
   return scan.stop == RLOG_STOP_IOERR ? 1 : 0;
 }
 
-/* Apply the log's records, in seq order, to a raw image file: what
- * crash recovery does, offline.  With --all, from the first record of a
- * log that never wrapped (tests use it to rebuild a copy of the volume).
+/* log-replay: apply the log's records, in seq order, to a raw image
+ * file or block device: what crash recovery does, offline (a
+ * secondary's staged resync is discarded, as there).  With --all, from
+ * the first record of a log that never wrapped (tests use it to rebuild
+ * a copy of the volume).
  */
-int
-cmd_log_replay (int argc, char **argv)
+struct replay {
+  struct rlog *log;
+  const char *path, *image;
+  int fd;
+  uint64_t size;                /* IMAGE's */
+  bool all;
+  bool staged;                  /* a secondary's staged resync: its
+                                 * records after the checkpoint are
+                                 * discarded by recovery, and here */
+  uint64_t applied;
+};
+
+/* One pass over the records: checks every one first (apply false), so
+ * that a refusal leaves IMAGE untouched, then applies them (apply
+ * true).  Returns 0, or -1 after a message.
+ */
+static int
+replay_pass (struct replay *rp, bool apply)
 {
-  char err[RLOG_ERRLEN];
-  const char *path = NULL, *image = NULL;
+  const struct rlog_sb *sb = &rp->log->sb;
   struct rlog_scan scan;
   struct rlog_rec rec;
   const uint8_t *payload;
-  struct rlog *log;
-  bool all = false;
-  struct stat st;
-  int fd, ret = 0;
+  uint64_t rec_lsn;
+  int ret = 0;
 
-  for (int i = 1; i < argc; ++i) {
-    if (strcmp (argv[i], "--all") == 0)
-      all = true;
-    else if (argv[i][0] == '-')
-      usage (stderr, 2);
-    else if (!path)
-      path = argv[i];
-    else if (!image)
-      image = argv[i];
-    else
-      usage (stderr, 2);
-  }
-  if (!path || !image)
-    usage (stderr, 2);
-  log = rlog_open (path, 1, 1, err);
-  if (!log) {
-    fprintf (stderr, "replicactl: %s\n", err);
-    return 1;
-  }
-  fd = open (image, O_RDWR | O_CLOEXEC);
-  if (fd == -1) {
-    fprintf (stderr, "replicactl: %s: %m\n", image);
-    rlog_close (log);
-    return 1;
-  }
-  if ((all ? rlog_scan_init_at (&scan, log, 0, 0, 0)
-       : rlog_scan_init (&scan, log)) == -1) {
+  if ((rp->all ? rlog_scan_init_at (&scan, rp->log, 0, 0, 0)
+       : rlog_scan_init (&scan, rp->log)) == -1) {
     fprintf (stderr, "replicactl: malloc: %m\n");
-    ret = 1;
-    goto out;
+    return -1;
   }
-  if (fstat (fd, &st) == -1 ||
-      (log->sb.backing_size != 0 &&
-       (uint64_t) st.st_size != log->sb.backing_size)) {
-    fprintf (stderr, "replicactl: %s is %" PRIu64 " bytes, but the log "
-             "belongs to a volume of %" PRIu64 " bytes\n", image,
-             (uint64_t) st.st_size, log->sb.backing_size);
-    ret = 1;
-    goto out_scan;
-  }
-  while (ret == 0 && rlog_scan_next (&scan, &rec, &payload) == 1) {
+  rp->applied = 0;
+  while (rlog_scan_next (&scan, &rec, &payload) == 1) {
+    rec_lsn = scan.lsn - rec.rec_size;
+    if (rp->staged && rec_lsn >= sb->checkpoint_lsn)
+      break;                    /* recovery skips them: so do we */
     /* The very first record of a log is seq 1: otherwise the ring has
      * wrapped and the start of the history is gone.
      */
-    if (all && scan.records == 1 && rec.seq != 1) {
+    if (rp->all && scan.records == 1 && rec.seq != 1) {
       fprintf (stderr, "replicactl: %s has wrapped (its oldest record is "
                "seq %" PRIu64 "): --all needs a log that never wrapped\n",
-               path, rec.seq);
-      ret = 1;
-      break;
+               rp->path, rec.seq);
+      goto fail;
     }
-    if (rec.offset + rec.length > (uint64_t) st.st_size) {
+    /* (A flush's offset is no range: a pass's end record holds a seq.) */
+    if (rec.op != RLOG_OP_FLUSH && rec.offset + rec.length > rp->size) {
       fprintf (stderr, "replicactl: seq %" PRIu64 " lies beyond the end "
-               "of %s\n", rec.seq, image);
-      ret = 1;
-      break;
+               "of %s\n", rec.seq, rp->image);
+      goto fail;
     }
     if (rec.flags & RLOG_FLAG_ELIDED) {
       fprintf (stderr, "replicactl: seq %" PRIu64 " holds no data (a block "
                "re-sent by an in-place resync, written to the volume "
                "only): this log cannot rebuild the image, which is "
                "inconsistent until the resync ends\n", rec.seq);
-      ret = 1;
-      break;
+      goto fail;
     }
-    if (replay_one (fd, &rec, payload) == -1) {
-      fprintf (stderr, "replicactl: %s: seq %" PRIu64 ": %m\n", image,
+    if (apply && replay_one (rp->fd, &rec, payload) == -1) {
+      fprintf (stderr, "replicactl: %s: seq %" PRIu64 ": %m\n", rp->image,
                rec.seq);
-      ret = 1;
+      goto fail;
     }
+    rp->applied++;
   }
-  if (ret == 0 && fdatasync (fd) == -1) {
-    fprintf (stderr, "replicactl: %s: fdatasync: %m\n", image);
-    ret = 1;
+  if (scan.stop == RLOG_STOP_IOERR) {
+    fprintf (stderr, "replicactl: %s: %s\n", rp->path, scan.why);
+    goto fail;
   }
-  if (scan.stop == RLOG_STOP_IOERR)
-    ret = 1;
-  if (ret == 0)
+  /* --all rebuilds the whole history only if the scan from the start
+   * reached the checkpoint: a torn tail that a restart left behind (the
+   * new records start at the next block, past it) cuts it short.
+   */
+  if (rp->all && !rp->staged && scan.lsn < sb->checkpoint_lsn) {
+    fprintf (stderr, "replicactl: %s: the history read from its start "
+             "ends at lsn %" PRIu64 " (%s: %s), before the checkpoint at "
+             "lsn %" PRIu64 ": --all cannot rebuild the volume from it\n",
+             rp->path, scan.lsn, rlog_stop_name (scan.stop), scan.why,
+             sb->checkpoint_lsn);
+    goto fail;
+  }
+  if (apply)
     printf ("applied %" PRIu64 " records; end of log: %s (%s)\n",
-            scan.records, rlog_stop_name (scan.stop), scan.why);
- out_scan:
-  rlog_scan_free (&scan);
+            rp->applied, rp->staged ? "staged resync" : rlog_stop_name
+            (scan.stop), rp->staged ? "discarded, as at the next start"
+            : scan.why);
+  goto out;
+ fail:
+  ret = -1;
  out:
-  close (fd);
-  rlog_close (log);
+  rlog_scan_free (&scan);
+  return ret;
+}
+
+/* IMAGE's size: a file's, or a block device's. */
+static int
+image_size (int fd, uint64_t *size)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return -1;
+  if (S_ISBLK (st.st_mode))
+    return ioctl (fd, BLKGETSIZE64, size);
+  *size = st.st_size;
+  return 0;
+}
+
+int
+cmd_log_replay (int argc, char **argv)
+{
+  char err[RLOG_ERRLEN];
+  struct replay rp = { .fd = -1 };
+  int ret = 1;
+
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp (argv[i], "--all") == 0)
+      rp.all = true;
+    else if (argv[i][0] == '-')
+      usage (stderr, 2);
+    else if (!rp.path)
+      rp.path = argv[i];
+    else if (!rp.image)
+      rp.image = argv[i];
+    else
+      usage (stderr, 2);
+  }
+  if (!rp.path || !rp.image)
+    usage (stderr, 2);
+  rp.log = rlog_open (rp.path, 1, 1, err);
+  if (!rp.log) {
+    fprintf (stderr, "replicactl: %s\n", err);
+    return 1;
+  }
+  rp.staged = rp.log->sb.role == RLOG_ROLE_SECONDARY &&
+    (rp.log->sb.flags & RLOG_SB_STAGING);
+  rp.fd = open (rp.image, O_RDWR | O_CLOEXEC);
+  if (rp.fd == -1) {
+    fprintf (stderr, "replicactl: %s: %m\n", rp.image);
+    goto out;
+  }
+  if (image_size (rp.fd, &rp.size) == -1) {
+    fprintf (stderr, "replicactl: %s: %m\n", rp.image);
+    goto out;
+  }
+  if (rp.log->sb.backing_size != 0 && rp.size != rp.log->sb.backing_size) {
+    fprintf (stderr, "replicactl: %s is %" PRIu64 " bytes, but the log "
+             "belongs to a volume of %" PRIu64 " bytes\n", rp.image,
+             rp.size, rp.log->sb.backing_size);
+    goto out;
+  }
+  if (replay_pass (&rp, false) == -1 || replay_pass (&rp, true) == -1)
+    goto sync;
+  ret = 0;
+ sync:
+  /* Even after a failure part way (an I/O error of IMAGE): what was
+   * applied is a prefix of the log, crash-consistent, and on disk.
+   */
+  if (fdatasync (rp.fd) == -1) {
+    fprintf (stderr, "replicactl: %s: fdatasync: %m\n", rp.image);
+    ret = 1;
+  }
+ out:
+  if (rp.fd >= 0)
+    close (rp.fd);
+  rlog_close (rp.log);
   return ret;
 }
 
