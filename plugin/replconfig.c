@@ -13,6 +13,7 @@
 
 #include "replica.h"
 #include "repl.h"
+#include "peertls.h"
 #include "wire.h"
 
 struct repl_config repl_cfg = {
@@ -295,6 +296,7 @@ int
 repl_config_complete (unsigned role_key)
 {
   struct stat st;
+  char why[8192];
 
   if (repl_cfg.replicator && strcmp (repl_cfg.replicator, "external") != 0 &&
       access (repl_cfg.replicator, X_OK) == -1) {
@@ -337,6 +339,11 @@ repl_config_complete (unsigned role_key)
   if (repl_cfg.tls_psk && repl_cfg.tls_certificates) {
     nbdkit_error ("replica-tls-psk and replica-tls-certificates: give one "
                   "or the other");
+    return -1;
+  }
+  if (peer_tls_check (repl_cfg.peer, repl_cfg.tls_psk,
+                      repl_cfg.tls_certificates, why, sizeof why)) {
+    nbdkit_error ("replica-peer: %s", why);
     return -1;
   }
   return check_bind ();

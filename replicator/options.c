@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "peertls.h"
 #include "replicator.h"
 
 #ifndef PACKAGE_VERSION
@@ -141,7 +142,7 @@ options_parse (struct options *o, int argc, char **argv)
     { "version", no_argument, NULL, O_VERSION },
     { NULL },
   };
-  char why[512];
+  char why[8192];
   char *uri_user;
   struct stat st;
   int c;
@@ -209,6 +210,9 @@ options_parse (struct options *o, int argc, char **argv)
   }
   if (o->tls_psk && o->tls_certificates)
     die ("--tls-psk and --tls-certificates are mutually exclusive");
+  if (peer_tls_check (o->peer_uri, o->tls_psk, o->tls_certificates, why,
+                      sizeof why))
+    die ("--peer: %s", why);
   if ((o->tls_psk || o->tls_certificates || o->tls_username) &&
       o->peer_plain)
     die ("--peer: %s is a plaintext URI, but TLS options were given",

@@ -130,8 +130,11 @@ if "$REPLICATOR" --control "$TMPD/pri.ctl" --bind 127.0.0.2 \
 fi
 grep -q -- "--bind applies to TCP peers" "$TMPD/err" ||
     { cat "$TMPD/err" >&2; fail "message for a Unix-socket peer"; }
+mkdir -p "$TMPD/certs"
+touch "$TMPD/certs/ca-cert.pem"
 if "$REPLICATOR" --control "$TMPD/pri.ctl" --bind 127.0.0.2 \
-       --peer "nbds://127.0.0.1:$PORT/" 2>"$TMPD/err"; then
+       --peer "nbds://127.0.0.1:$PORT/" --tls-certificates "$TMPD/certs" \
+       2>"$TMPD/err"; then
     fail "--bind with X.509 TLS was accepted"
 fi
 grep -q -- "--bind with TLS needs a PSK" "$TMPD/err" ||

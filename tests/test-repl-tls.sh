@@ -5,7 +5,10 @@
 #  - a primary with the wrong PSK never replicates;
 #  - a plaintext peer is refused at startup without replica-insecure=yes,
 #    and refused by a TLS-only secondary even with it;
-#  - an x509 setup replicates.
+#  - X.509 is refused where libnbd would not check the certificate (a
+#    Unix socket, no ca-cert.pem, no keys at all); an impostor whose
+#    certificate another CA signed is never adopted; an x509 setup over
+#    TCP replicates.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires certtool --version
@@ -84,19 +87,110 @@ mkdir -p "$TMPD/ca" "$TMPD/srv" "$TMPD/cli"
     mv ../srv/key.pem ../srv/server-key.pem; mv ../srv/cert.pem ../srv/server-cert.pem
     mv ../cli/key.pem ../cli/client-key.pem; mv ../cli/cert.pem ../cli/client-cert.pem
 )
+# A second CA, unrelated: an impostor's server certificate for localhost.
+mkdir -p "$TMPD/evilca" "$TMPD/evil"
+(
+    cd "$TMPD/evilca"
+    certtool --generate-privkey --outfile ca-key.pem 2>/dev/null
+    printf 'cn = Evil CA\nca\ncert_signing_key\nexpiration_days = 2\n' > ca.info
+    certtool --generate-self-signed --load-privkey ca-key.pem \
+        --template ca.info --outfile ca-cert.pem 2>/dev/null
+    certtool --generate-privkey --outfile ../evil/server-key.pem 2>/dev/null
+    printf 'cn = localhost\ndns_name = localhost\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n' > srv.info
+    certtool --generate-certificate --load-ca-certificate ca-cert.pem \
+        --load-ca-privkey ca-key.pem --load-privkey ../evil/server-key.pem \
+        --template srv.info --outfile ../evil/server-cert.pem 2>/dev/null
+    cp ca-cert.pem ../evil/ca-cert.pem
+)
+
+# X.509 is checked by libnbd only against a host name and with a CA
+# file: refused at startup over a Unix socket, without DIR/ca-cert.pem,
+# and with neither a PSK nor certificates.
+x509_refused ()
+{
+    local what=$1 re=$2 pid rc=0
+    shift 2
+    run_nbdkit -f -U "$TMPD/x.sock" --filter="$FILTER" file "$TMPD/pri.img" \
+        replica-log="$TMPD/x.log" "$@" 2>"$TMPD/err" &
+    pid=$!
+    register_pid $pid
+    for _ in $(seq 1 100); do
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 $pid 2>/dev/null && { kill $pid; fail "$what: accepted"; }
+    wait $pid || rc=$?
+    [ $rc != 0 ] || fail "$what: exit status 0"
+    grep -qE "$re" "$TMPD/err" || { cat "$TMPD/err"; fail "$what: message"; }
+    rm -f "$TMPD/x.log"
+}
+mkdir -p "$TMPD/noca"
+cp "$TMPD/cli/client-key.pem" "$TMPD/cli/client-cert.pem" "$TMPD/noca/"
+x509_refused "x509 over a Unix socket" "X.509 needs a TCP peer" \
+    replica-peer="nbds+unix:///?socket=$TMPD/sec.sock" \
+    replica-tls-certificates="$TMPD/cli"
+x509_refused "x509 without ca-cert.pem" "ca-cert.pem" \
+    replica-peer="nbds://localhost:10809/" \
+    replica-tls-certificates="$TMPD/noca"
+x509_refused "TLS without keys" "needs a PSK or X.509 certificates" \
+    replica-peer="nbds://localhost:10809/"
+
+# start_x509_secondary DIR [OPTION...]: a secondary on TCP serving the
+# certificate of DIR; sets SEC_PID, PORT.
+start_x509_secondary ()
+{
+    local i dir=$1
+    shift
+    PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    (
+        [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
+        exec nbdkit -f -p "$PORT" -i 127.0.0.1 --tls=require \
+            --tls-certificates="$dir" "$@" --filter="$FILTER" \
+            file "$TMPD/sec.img" replica-role=secondary \
+            replica-log="$TMPD/sec.log" replica-log-size=16M \
+            replica-control="$TMPD/sec.ctl"
+    ) 2>>"$TMPD/sec.err" &
+    SEC_PID=$!
+    register_pid $SEC_PID
+    for i in $(seq 1 300); do
+        [ -S "$TMPD/sec.ctl" ] &&
+            "$REPLICACTL" --control "$TMPD/sec.ctl" status >/dev/null 2>&1 &&
+            return 0
+        kill -0 $SEC_PID 2>/dev/null ||
+            { cat "$TMPD/sec.err" >&2; fail "the secondary exited"; }
+        sleep 0.1
+    done
+    fail "the secondary did not start"
+}
+start_x509_primary ()
+{
+    start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
+        replica-log="$TMPD/pri.log" replica-log-size=16M \
+        replica-control="$TMPD/pri.ctl" \
+        replica-peer="nbds://localhost:$PORT/" \
+        replica-tls-certificates="$TMPD/cli"
+    PRI_PID=$NBDKIT_PID
+}
+
+# An impostor (a certificate of another CA) is never adopted: it gets
+# neither the pair secret nor the volume (libnbd's check, which the
+# refusals above make sure applies).
 rm -f "$TMPD"/*.log
 truncate -s 0 "$TMPD/sec.img"; truncate -s 64M "$TMPD/sec.img"
 cp "$TMPD/sec.img" "$TMPD/pri.img"
-x509_uri="nbds+unix:///?socket=$TMPD/sec.sock&tls-certificates=$TMPD/cli"
-READY_URI=$x509_uri start_nbdkit "$TMPD/sec.sock" "$TMPD/sec.err" \
-    --tls=require --tls-certificates="$TMPD/srv" --tls-verify-peer \
-    file "$TMPD/sec.img" replica-role=secondary replica-log="$TMPD/sec.log" \
-    replica-log-size=16M replica-control="$TMPD/sec.ctl"
-start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
-    replica-log="$TMPD/pri.log" replica-log-size=16M \
-    replica-control="$TMPD/pri.ctl" \
-    replica-peer="nbds+unix:///?socket=$TMPD/sec.sock" \
-    replica-tls-certificates="$TMPD/cli"
+start_x509_secondary "$TMPD/evil"
+start_x509_primary
+sleep 3
+[ "$(status_field "$TMPD/pri.ctl" link)" != replicating ] ||
+    fail "replicating to a secondary whose certificate another CA signed"
+"$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "^flags.*paired" &&
+    fail "the impostor was paired"
+stop_pair
+
+# The right certificate (and the secondary checks ours): replicates.
+rm -f "$TMPD"/*.log
+start_x509_secondary "$TMPD/srv" --tls-verify-peer
+start_x509_primary
 wait_field "$TMPD/pri.ctl" link replicating
 nbdsh -u "$(pri_uri)" -c '
 import os
@@ -104,6 +198,6 @@ for i in range(64):
     h.pwrite(os.urandom(65536), i * 1048576)'
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30
 nbdcopy "$(pri_uri)" "$TMPD/a"
-nbdcopy "$x509_uri" "$TMPD/b"
+nbdcopy "nbds://localhost:$PORT/?tls-certificates=$TMPD/cli" "$TMPD/b"
 cmp "$TMPD/a" "$TMPD/b" || fail "x509: volumes differ"
 echo "$0: ok"

@@ -1,0 +1,87 @@
+/* nbd-replica: what a TLS link to the peer must be given for libnbd to
+ * check who answers.  Shared by the filter (refused at startup) and the
+ * replicator (refused when it starts on its own).
+ * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
+ *
+ * libnbd 1.14 checks a server's X.509 certificate only against a host
+ * name (a TCP URI: nbds+unix and nbds+vsock have none) and only with a
+ * CA file it found (DIR/ca-cert.pem); its fallback to the system's CA
+ * list, which it also takes with neither a PSK nor certificates, checks
+ * nothing.  An impostor answering there would be adopted and sent the
+ * pair secret and the whole volume.  So a TLS peer needs a PSK, or
+ * certificates with DIR/ca-cert.pem over nbds://HOST.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "peertls.h"
+
+/* The value of key=VALUE in the URI's query, copied into buf; NULL if
+ * absent.
+ */
+static const char *
+query_value (const char *uri, const char *key, char *buf, size_t len)
+{
+  const char *q = strchr (uri, '?');
+  size_t klen = strlen (key);
+
+  while (q) {
+    q++;
+    if (strncmp (q, key, klen) == 0 && q[klen] == '=') {
+      size_t n = strcspn (q + klen + 1, "&");
+      if (n >= len)
+        n = len - 1;
+      memcpy (buf, q + klen + 1, n);
+      buf[n] = '\0';
+      return buf;
+    }
+    q = strchr (q, '&');
+  }
+  return NULL;
+}
+
+const char *
+peer_tls_check (const char *uri, const char *psk_file, const char *cert_dir,
+                char *why, size_t len)
+{
+  char uri_certs[4096], ca[4200];
+  const char *host;
+  size_t hlen;
+
+  if (strncmp (uri, "nbds", 4) != 0)
+    return NULL;                /* plaintext: not this check's business */
+  if (psk_file || strstr (uri, "tls-psk-file="))
+    return NULL;
+  if (!cert_dir)
+    cert_dir = query_value (uri, "tls-certificates", uri_certs,
+                            sizeof uri_certs);
+  if (!cert_dir) {
+    snprintf (why, len, "%s: a TLS peer needs a PSK or X.509 certificates "
+              "(libnbd's defaults do not check the peer's certificate)",
+              uri);
+    return why;
+  }
+  if (strncmp (uri, "nbds://", 7) != 0) {
+    snprintf (why, len, "%s: X.509 needs a TCP peer, nbds://HOST:PORT/ "
+              "(libnbd 1.14 checks a certificate only against a host "
+              "name), or use a PSK", uri);
+    return why;
+  }
+  host = uri + 7;
+  if (strchr (host, '@') && strchr (host, '@') < host + strcspn (host, "/?"))
+    host = strchr (host, '@') + 1;
+  hlen = strcspn (host, ":/?");
+  if (hlen == 0) {
+    snprintf (why, len, "%s: X.509 needs the peer's host name in the URI "
+              "(its certificate is checked against it)", uri);
+    return why;
+  }
+  snprintf (ca, sizeof ca, "%s/ca-cert.pem", cert_dir);
+  if (access (ca, R_OK) == -1) {
+    snprintf (why, len, "%s: cannot read %s: without it libnbd would not "
+              "check the peer's certificate", cert_dir, ca);
+    return why;
+  }
+  return NULL;
+}
