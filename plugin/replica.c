@@ -509,6 +509,16 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
   bool repl = strcmp (exportname, WIRE_EXPORT_NAME) == 0;
   struct conn *c;
 
+  /* The pair secret travels in an ADOPT and batches carry no MAC: the
+   * replication export is TLS only (nbdkit --tls=on also lets
+   * plaintext clients in), unless replica-insecure=yes says otherwise.
+   */
+  if (repl && !is_tls && !repl_cfg.insecure) {
+    nbdkit_error ("replica: the replication export refused a plaintext "
+                  "connection (serve it with --tls=require, or give the "
+                  "secondary replica-insecure=yes)");
+    return NULL;
+  }
   if (!repl && exportname[0] != '\0') {
     nbdkit_error ("replica: export \"%s\" refused: the filter serves only "
                   "the default export (\"\"), the volume its log records",

@@ -4,7 +4,9 @@
 #    cannot write to the replication export (tests/wire-inject.c);
 #  - a primary with the wrong PSK never replicates;
 #  - a plaintext peer is refused at startup without replica-insecure=yes,
-#    and refused by a TLS-only secondary even with it;
+#    and refused by a TLS-only secondary even with it; a secondary that
+#    lets plaintext clients in (--tls=on) serves the replication export
+#    over TLS only;
 #  - X.509 is refused where libnbd would not check the certificate (a
 #    Unix socket, no ca-cert.pem, no keys at all); an impostor whose
 #    certificate another CA signed is never adopted; an x509 setup over
@@ -61,6 +63,25 @@ sleep 3
     fail "a TLS-only secondary accepted a plaintext link"
 stop_nbdkit
 NBDKIT_PID=$SEC_PID
+stop_nbdkit
+
+# A secondary whose nbdkit lets plaintext clients in (--tls=on) still
+# serves its replication export over TLS only: a plaintext client
+# cannot pair with it (tests/wire-inject.c --diverge pairs, then writes).
+rm -f "$TMPD/sec.log"
+start_nbdkit "$TMPD/sec.sock" "$TMPD/sec.err" --tls=on \
+    --tls-psk="$TMPD/keys.psk" file "$TMPD/sec.img" replica-role=secondary \
+    replica-log="$TMPD/sec.log" replica-log-size=16M \
+    replica-control="$TMPD/sec.ctl"
+if "$WIRE_INJECT" --diverge \
+       "nbd+unix:///replica-replication?socket=$TMPD/sec.sock" \
+       >"$TMPD/out" 2>&1; then
+    fail "a plaintext client used the replication export"
+fi
+"$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "^flags.*paired" &&
+    fail "a plaintext client paired with the secondary"
+grep -q "refused a plaintext connection" "$TMPD/sec.err" ||
+    { cat "$TMPD/out" "$TMPD/sec.err"; fail "no reason logged"; }
 stop_nbdkit
 
 # x509: a CA, a server and a client certificate.
