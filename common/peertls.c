@@ -6,8 +6,9 @@
  * libnbd 1.14 checks a server's X.509 certificate only against a host
  * name (a TCP URI: nbds+unix and nbds+vsock have none) and only with a
  * CA file it found (DIR/ca-cert.pem); its fallback to the system's CA
- * list, which it also takes with neither a PSK nor certificates, checks
- * nothing.  An impostor answering there would be adopted and sent the
+ * list checks nothing, and that is what it takes with neither a PSK nor
+ * certificates unless its default directory (/etc/pki/libnbd,
+ * ~/.pki/libnbd) exists: we ask for the directory to be named.  An impostor answering there would be adopted and sent the
  * pair secret and the whole volume.  So a TLS peer needs a PSK, or
  * certificates with DIR/ca-cert.pem over nbds://HOST.
  */
@@ -57,9 +58,9 @@ peer_tls_check (const char *uri, const char *psk_file, const char *cert_dir,
     cert_dir = query_value (uri, "tls-certificates", uri_certs,
                             sizeof uri_certs);
   if (!cert_dir) {
-    snprintf (why, len, "%s: a TLS peer needs a PSK or X.509 certificates "
-              "(libnbd's defaults do not check the peer's certificate)",
-              uri);
+    snprintf (why, len, "%s: a TLS peer needs a PSK or X.509 certificates, "
+              "named explicitly (without its default directory libnbd "
+              "checks no certificate)", uri);
     return why;
   }
   if (strncmp (uri, "nbds://", 7) != 0) {

@@ -680,9 +680,12 @@ replica_promote (struct replica *r, bool force, const char **why)
   }
   pthread_mutex_unlock (&r->log->sb_lock);
   pthread_mutex_unlock (&r->ckpt_lock);
-  if (!*why)
-    nbdkit_debug ("replica: promoted to primary");
-  return *why ? -1 : 0;
+  if (*why) {
+    secondary_unquiesce ();     /* still a secondary: take batches again */
+    return -1;
+  }
+  nbdkit_debug ("replica: promoted to primary");
+  return 0;
 }
 
 static int

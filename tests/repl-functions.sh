@@ -91,6 +91,17 @@ replicator_pid ()
     echo "$p"
 }
 
+# wait_log_flag LOG FLAG: until replicactl log-dump shows FLAG among
+# the superblock flags of LOG (read without nbdkit's help), 10 s.
+wait_log_flag ()
+{
+    for _ in $(seq 1 100); do
+        "$REPLICACTL" log-dump "$1" | grep -q "^flags.*$2" && return 0
+        sleep 0.1
+    done
+    fail "$1: its superblock never showed '$2'"
+}
+
 # same_volumes: the primary's and the secondary's volumes are equal.
 same_volumes ()
 {

@@ -152,12 +152,7 @@ echo "EIO pwritev sleep=3" >"$TMPD/trigger"
 timed_write 24576 >/dev/null
 [ "$(status_field "$TMPD/pri.ctl" peer_outdated)" = true ] ||
     fail "peer not outdated"
-for _ in $(seq 1 100); do
-    "$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "flags.*outdated" && break
-    sleep 0.1
-done
-"$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "flags.*outdated" ||
-    fail "the secondary did not record that it is outdated"
+wait_log_flag "$TMPD/sec.log" outdated
 echo "EIO pwrite sleep=3" >"$TMPD/trigger"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60 ||
     fail "wait-synced after the secondary came back"

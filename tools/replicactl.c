@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <unistd.h>
 #include <time.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/ioctl.h>
@@ -157,6 +158,33 @@ cmd_status (int argc, char **argv)
 }
 
 /* Secondary -> primary.  Exit 0 once the log records the new role. */
+/* promote: once asked, an interrupt (Ctrl-C, timeout(1)'s SIGTERM)
+ * leaves the outcome unknown, which exit status 3 says.
+ */
+static void
+outcome_unknown (int sig)
+{
+  static const char msg[] = "\nreplicactl: promote interrupted: the node may "
+    "or may not have been promoted (check its status)\n";
+
+  (void) sig;
+  if (write (STDERR_FILENO, msg, sizeof msg - 1) == -1) {
+    /* nothing to do */
+  }
+  _exit (3);
+}
+
+static void
+outcome_unknown_on_signal (void)
+{
+  struct sigaction sa = { .sa_handler = outcome_unknown };
+
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+}
+
 static int
 cmd_promote (int argc, char **argv)
 {
@@ -181,6 +209,7 @@ cmd_promote (int argc, char **argv)
    * leaves the outcome unknown, which a failover script must not take
    * for a refusal (it might promote another node): exit status 3.
    */
+  outcome_unknown_on_signal ();
   reply = ctl_request_wait (force ? "promote --force" : "promote", -1, &sent);
   if (!reply && !sent)
     return 1;
