@@ -124,23 +124,23 @@ diverge (void)
   struct wire_hello h;
   struct nbd_handle *nbd = open_export (&h);
   uint8_t secret[WIRE_SECRET_SIZE];
+  int ret = 1;
 
   getrandom (secret, sizeof secret, 0);
   if (send_control (nbd, &h, WIRE_CTL_ADOPT, secret) == -1 ||
-      send_records (nbd, 0, 0, 1, 1, 3) == -1) {
+      send_records (nbd, 0, 0, 1, 1, 3) == -1)
     fprintf (stderr, "wire-inject: pairing: %s\n", nbd_get_error ());
-    return 1;
-  }
-  if (send_records (nbd, 1, 1, 10, 2, 1) == 0) {
+  else if (send_records (nbd, 1, 1, 10, 2, 1) == 0)
     printf ("a batch skipping our seq 3 into a new epoch: ACCEPTED\n");
-    return 1;
-  }
-  if (nbd_get_errno () != EINVAL) {
+  else if (nbd_get_errno () != EINVAL)
     printf ("refused, but not with EINVAL: %s\n", nbd_get_error ());
-    return 1;
+  else {
+    printf ("a batch skipping our seq 3 into a new epoch: refused "
+            "(EINVAL)\n");
+    ret = 0;
   }
-  printf ("a batch skipping our seq 3 into a new epoch: refused (EINVAL)\n");
-  return 0;
+  nbd_close (nbd);
+  return ret;
 }
 
 static int bad;
