@@ -38,6 +38,7 @@ _run_cleanup ()
 }
 trap _run_cleanup EXIT INT TERM
 
+declare -A _errlogs             # nbdkit's PID -> its stderr log
 # register_pid PID: kill it (SIGKILL) when the test ends.
 register_pid () { _pids+=("$1"); }
 
@@ -88,6 +89,7 @@ start_nbdkit ()
     ) 2>>"$errlog" &
     NBDKIT_PID=$!
     register_pid $NBDKIT_PID
+    _errlogs[$NBDKIT_PID]=$errlog
     local i
     for i in $(seq 1 300); do
         if [ -S "$sock" ] &&
@@ -112,14 +114,21 @@ kill_nbdkit_hard ()
     wait $NBDKIT_PID 2>/dev/null || true
 }
 
-# stop_nbdkit: orderly stop (SIGTERM), fail if it does not exit.
+# stop_nbdkit: orderly stop (SIGTERM), fail if it does not exit, or if
+# it exits with a non-zero status (in the ASan suite: a sanitizer report,
+# leaks at exit included; its log's end is shown).  Status 127: not a
+# child of this shell any more (already waited for), nothing to check.
 stop_nbdkit ()
 {
     kill -TERM $NBDKIT_PID
-    local i
+    local i rc=0
     for i in $(seq 1 100); do
         if ! kill -0 $NBDKIT_PID 2>/dev/null; then
-            wait $NBDKIT_PID 2>/dev/null || true
+            wait $NBDKIT_PID 2>/dev/null || rc=$?
+            if [ $rc != 0 ] && [ $rc != 127 ]; then
+                tail -40 "${_errlogs[$NBDKIT_PID]:-/dev/null}" >&2
+                fail "nbdkit exited with status $rc on SIGTERM"
+            fi
             return 0
         fi
         sleep 0.1

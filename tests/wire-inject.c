@@ -40,6 +40,7 @@ open_export (struct wire_hello *h)
       nbd_connect_uri (nbd, uri) == -1 ||
       nbd_pread (nbd, buf, sizeof buf, WIRE_HELLO_OFFSET, 0) == -1) {
     fprintf (stderr, "wire-inject: %s\n", nbd_get_error ());
+    nbd_close (nbd);
     exit (1);
   }
   if (wire_hello_decode (buf, sizeof buf, h) != WIRE_OK) {
