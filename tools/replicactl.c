@@ -157,7 +157,6 @@ cmd_status (int argc, char **argv)
   return 0;
 }
 
-/* Secondary -> primary.  Exit 0 once the log records the new role. */
 /* promote: once asked, an interrupt (Ctrl-C, timeout(1)'s SIGTERM)
  * leaves the outcome unknown, which exit status 3 says.
  */
@@ -185,6 +184,7 @@ outcome_unknown_on_signal (void)
   sigaction (SIGHUP, &sa, NULL);
 }
 
+/* Secondary -> primary.  Exit 0 once the log records the new role. */
 static int
 cmd_promote (int argc, char **argv)
 {
