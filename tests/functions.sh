@@ -136,6 +136,42 @@ stop_nbdkit ()
     fail "nbdkit did not exit on SIGTERM"
 }
 
+# expect_fail NAME REGEX NBDKIT-ARGS...: nbdkit -f (in the background so
+# a hang is caught: 20 s) must exit non-zero and print an error line
+# matching the extended REGEX.
+expect_fail ()
+{
+    local name=$1 re=$2 out="$TMPD/$1.out" pid rc
+    shift 2
+    rm -f "$TMPD/sock.err"
+    run_nbdkit -f -U "$TMPD/sock.err" --filter="$FILTER" "$@" \
+        >"$out" 2>&1 &
+    pid=$!
+    register_pid $pid
+    for _ in $(seq 1 200); do
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 $pid 2>/dev/null; then
+        cat "$out"
+        fail "$name: nbdkit is still running after 20 s"
+    fi
+    rc=0
+    wait $pid || rc=$?
+    [ $rc -ne 0 ] || { cat "$out"; fail "$name: nbdkit exited with status 0"; }
+    if ! grep -E 'error' "$out" | grep -qE -- "$re"; then
+        cat "$out"
+        fail "$name: no error line matching /$re/"
+    fi
+    echo "$name: exit $rc: $(grep -E 'error' "$out" | grep -E -- "$re" | head -1)"
+}
+
+# free_port: a TCP port of 127.0.0.1 that was free a moment ago.
+free_port ()
+{
+    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 uri_of () { echo "nbd+unix:///?socket=$1"; }
 
 # status_field CONTROL KEY: one value from replicactl status --json,

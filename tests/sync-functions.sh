@@ -4,11 +4,6 @@
 # initial sync.
 # Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
 
-free_port ()
-{
-    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # The secondary on TCP (start_secondary serves a Unix socket).
 SEC_PORT=$(free_port)
 sec_uri () {

@@ -127,33 +127,18 @@ mkdir -p "$TMPD/evilca" "$TMPD/evil"
 # X.509 is checked by libnbd only against a host name and with a CA
 # file: refused at startup over a Unix socket, without DIR/ca-cert.pem,
 # and with neither a PSK nor certificates.
-x509_refused ()
-{
-    local what=$1 re=$2 pid rc=0
-    shift 2
-    run_nbdkit -f -U "$TMPD/x.sock" --filter="$FILTER" file "$TMPD/pri.img" \
-        replica-log="$TMPD/x.log" "$@" 2>"$TMPD/err" &
-    pid=$!
-    register_pid $pid
-    for _ in $(seq 1 100); do
-        kill -0 $pid 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 $pid 2>/dev/null && { kill $pid; fail "$what: accepted"; }
-    wait $pid || rc=$?
-    [ $rc != 0 ] || fail "$what: exit status 0"
-    grep -qE "$re" "$TMPD/err" || { cat "$TMPD/err"; fail "$what: message"; }
-    rm -f "$TMPD/x.log"
-}
 mkdir -p "$TMPD/noca"
 cp "$TMPD/cli/client-key.pem" "$TMPD/cli/client-cert.pem" "$TMPD/noca/"
-x509_refused "x509 over a Unix socket" "X.509 needs a TCP peer" \
+expect_fail x509-unix "X.509 needs a TCP peer" \
+    file "$TMPD/pri.img" replica-log="$TMPD/x.log" \
     replica-peer="nbds+unix:///?socket=$TMPD/sec.sock" \
     replica-tls-certificates="$TMPD/cli"
-x509_refused "x509 without ca-cert.pem" "ca-cert.pem" \
+expect_fail x509-no-ca "ca-cert.pem" \
+    file "$TMPD/pri.img" replica-log="$TMPD/x.log" \
     replica-peer="nbds://localhost:10809/" \
     replica-tls-certificates="$TMPD/noca"
-x509_refused "TLS without keys" "needs a PSK or X.509 certificates" \
+expect_fail tls-no-keys "needs a PSK or X.509 certificates" \
+    file "$TMPD/pri.img" replica-log="$TMPD/x.log" \
     replica-peer="nbds://localhost:10809/"
 
 # start_x509_secondary DIR [OPTION...]: a secondary on TCP serving the
@@ -162,7 +147,7 @@ start_x509_secondary ()
 {
     local i dir=$1
     shift
-    PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PORT=$(free_port)
     (
         [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
         exec nbdkit -f -p "$PORT" -i 127.0.0.1 --tls=require \

@@ -9,36 +9,6 @@ make_tmpdir
 truncate -s 64M "$TMPD/disk64.img"
 truncate -s 32M "$TMPD/disk32.img"
 
-# expect_fail NAME REGEX NBDKIT-ARGS...: nbdkit -f (in the background so
-# a hang is caught: 20 s) must exit non-zero and print an error line
-# matching the extended REGEX.
-expect_fail ()
-{
-    local name=$1 re=$2 out="$TMPD/$1.out" pid rc
-    shift 2
-    rm -f "$TMPD/sock.err"
-    run_nbdkit -f -U "$TMPD/sock.err" --filter="$FILTER" "$@" \
-        >"$out" 2>&1 &
-    pid=$!
-    register_pid $pid
-    for _ in $(seq 1 200); do
-        kill -0 $pid 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 $pid 2>/dev/null; then
-        cat "$out"
-        fail "$name: nbdkit is still running after 20 s"
-    fi
-    rc=0
-    wait $pid || rc=$?
-    [ $rc -ne 0 ] || { cat "$out"; fail "$name: nbdkit exited with status 0"; }
-    if ! grep -E 'error' "$out" | grep -qE -- "$re"; then
-        cat "$out"
-        fail "$name: no error line matching /$re/"
-    fi
-    echo "$name: exit $rc: $(grep -E 'error' "$out" | grep -E -- "$re" | head -1)"
-}
-
 # A valid log recorded for the 64M disk (and cleanly stopped).
 start_nbdkit "$TMPD/sock" "$TMPD/nbdkit.err" \
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" replica-log-size=8M
