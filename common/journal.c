@@ -430,7 +430,7 @@ static void
 run_batch (struct journal *j)
 {
   struct batch b;
-  uint64_t need_seq, need_epoch, prev_seq, prev_epoch, last_seq, last_epoch;
+  uint64_t need_seq, need_epoch, last_seq, last_epoch;
   uint64_t prev_last_seq, prev_last_epoch;
   int err = 0;
 
@@ -475,8 +475,6 @@ run_batch (struct journal *j)
     }
     pthread_mutex_lock (&j->lock);
   }
-  prev_seq = j->head_seq;
-  prev_epoch = j->head_epoch;
   prev_last_seq = j->last_seq;
   prev_last_epoch = j->last_epoch;
   assign_batch (j, &b);
@@ -494,8 +492,12 @@ run_batch (struct journal *j)
     if (j->io->fdatasync (j->log->fd) == -1)
       err = errno ? errno : EIO;
   }
+  /* A failed batch follows the last record before it, not the head seq
+   * (which, after an earlier failure or a start, is a burned seq).
+   */
   if (err)
-    notify (j, JOURNAL_FAILED, prev_seq, prev_epoch, b.start_lsn, b.nrecs);
+    notify (j, JOURNAL_FAILED, prev_last_seq, prev_last_epoch, b.start_lsn,
+            b.nrecs);
   else
     notify (j, JOURNAL_DURABLE, last_seq, last_epoch, b.end_lsn, b.nrecs);
   if (err) {

@@ -79,8 +79,9 @@ typedef void (*journal_pressure_fn) (void *opaque);
  *  WRITTEN: the batch's records up to seq (epoch) are in the file (not
  *           yet durable) and may be read below lsn;
  *  DURABLE: ... and now durable;
- *  FAILED:  the batch starting at lsn, after seq (epoch), failed: its
- *           records are burned; anything read from it is void.
+ *  FAILED:  the batch starting at lsn, after the record seq (epoch),
+ *           the last real one before it (never a burned seq), failed:
+ *           its records are burned; anything read from it is void.
  */
 enum journal_event { JOURNAL_WRITTEN, JOURNAL_DURABLE, JOURNAL_FAILED };
 typedef void (*journal_notify_fn) (void *opaque, enum journal_event ev,

@@ -355,6 +355,49 @@ START_TEST (test_fail_fdatasync)
 }
 END_TEST
 
+/* The FAILED notice names the record the failed batch follows: the last
+ * real one, also after an earlier failure burned the seqs in between
+ * (repl.c rewinds its written and acked points to it).
+ */
+static uint64_t failed_seq, failed_epoch;
+static int failed_count;
+
+static void
+note_failed (void *opaque, enum journal_event ev, uint64_t seq,
+             uint64_t epoch, uint64_t lsn, size_t nrecs)
+{
+  if (ev == JOURNAL_FAILED) {
+    failed_seq = seq;
+    failed_epoch = epoch;
+    failed_count++;
+  }
+}
+
+START_TEST (test_failed_names_last)
+{
+  struct jctx *c = jt_start ("failedlast", &test_io, NULL);
+  struct jentry a, bad1, bad2, d;
+
+  c->j.notify = note_failed;
+  ck_assert_int_eq (append_write (&c->j, &a, 0, 4096, 1), 0);
+  journal_complete (&c->j, &a);
+  fio.sync_errno = EIO;
+  for (int i = 0; i < 2; ++i) {
+    atomic_store (&fio.fail_sync, 1);          /* the batch's sync */
+    ck_assert_int_eq (append_write (&c->j, i ? &bad2 : &bad1, 4096, 4096,
+                                    2 + i), -1);
+    ck_assert_int_eq (failed_count, 1 + i);
+    ck_assert_uint_eq (failed_seq, a.rec.seq);
+    ck_assert_uint_eq (failed_epoch, a.rec.epoch);
+  }
+  ck_assert_uint_gt (bad2.rec.seq, bad1.rec.seq);
+  ck_assert_int_eq (append_write (&c->j, &d, 8192, 4096, 4), 0);
+  journal_complete (&c->j, &d);
+  ck_assert_uint_eq (d.prev_seq, a.rec.seq);
+  jt_stop (c);
+}
+END_TEST
+
 /* If even the recovery from a failed append fails, the log is fenced:
  * every later append fails at once with EIO, without touching the disk.
  */
@@ -397,6 +440,7 @@ journal_io_suite (void)
   tcase_add_unchecked_fixture (tc, jt_setup, jt_teardown);
   tcase_add_test (tc, test_group_commit);
   tcase_add_test (tc, test_fail_pwritev);
+  tcase_add_test (tc, test_failed_names_last);
   tcase_add_test (tc, test_ckpt_wrap_fail);
   tcase_add_test (tc, test_fail_fdatasync);
   tcase_add_test (tc, test_fenced);
