@@ -29,7 +29,7 @@
 #include <stddef.h>
 
 #define CHAN_MAGIC      0x48435052u     /* "RPCH" as LE bytes */
-#define CHAN_VERSION    1
+#define CHAN_VERSION    2       /* 2: CONNECT e, the PEER's d >> 32 */
 #define CHAN_HDR_SIZE   56
 #define CHAN_TEXT_MAX   65536           /* a SUMS frame: 4096 sums */
 #define CHAN_ATTACH_CMD "attach"
@@ -42,7 +42,8 @@ enum chan_type {
   CHAN_CONNECT = 3,     /* connect to the peer and read its HELLO; the
                          * peer must hold seq a (epoch b, lsn c after
                          * it): the point the filter knows is acked;
-                         * d: CHAN_CONNECT_NOSCAN */
+                         * d: CHAN_CONNECT_NOSCAN; e: connection id
+                         * (u32), echoed in the PEER */
   CHAN_DISCONNECT = 4,  /* drop the peer connection; text: why */
   CHAN_SHIP = 5,        /* handshake accepted: authenticate (or adopt,
                          * if d has CHAN_SHIP_ADOPT, with base seq a
@@ -64,7 +65,8 @@ enum chan_type {
   CHAN_HELLO = 101,     /* a: pid; text: the peer URI (for status) */
   CHAN_PEER = 102,      /* HELLO read: a = peer durable seq, b = its
                          * epoch, c = backing size, d = role |
-                         * CHAN_PEER_* flags << 8, e = lsn of the record
+                         * CHAN_PEER_* flags << 8 | the CONNECT's
+                         * connection id << 32, e = lsn of the record
                          * after seq a (if CHAN_PEER_KNOWN); text: the
                          * peer's volume UUID (16 bytes) */
   CHAN_LINKDOWN = 103,  /* connecting failed or the link broke; text */

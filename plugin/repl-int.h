@@ -35,6 +35,9 @@ struct repl_state {
   uint64_t tell_id_of[2];       /* ... of the last OUTDATED, UPTODATE */
   bool ack_fence;               /* after RESET: ACKs are stale until the
                                  * next handshake (frames are ordered) */
+  uint32_t conn_id;             /* of the last CONNECT, echoed in its PEER;
+                                 * bumped by a RESET or a DISCONNECT too,
+                                 * which void the PEER under way */
   bool bitmap_resume;           /* the last pass started was a bitmap
                                  * pass (link_local.bitmap_resume) */
   bool unclamped;               /* the dirty bitmap covers what the peer

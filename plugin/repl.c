@@ -243,6 +243,11 @@ repl_journal_notify (void *opaque, enum journal_event ev, uint64_t seq,
       R.acked = R.written;
     R.sent = R.written;
     R.ack_fence = true;
+    /* A PEER the replicator computed before it reads the RESET (say the
+     * peer holds the failed batch, found in our log as it was) is void:
+     * it must not become the handshake.
+     */
+    R.conn_id++;
     send_frame (CHAN_RESET, 0, 0, 0, 0, NULL);
     send_frame (CHAN_WRITTEN, R.sent.seq, R.sent.epoch, R.sent.lsn, 0, NULL);
     break;
@@ -284,12 +289,13 @@ do_actions (unsigned act, const struct chan_msg *peer)
   if (act & LINK_ACT_LOG)
     log_reason ();
   if (act & LINK_ACT_DISCONNECT) {
+    R.conn_id++;                /* a PEER still on its way is stale */
     send_frame (CHAN_DISCONNECT, 0, 0, 0, 0, R.link.reason);
     sync_link_lost ();
   }
   if (act & LINK_ACT_CONNECT)
-    send_frame (CHAN_CONNECT, R.acked.seq, R.acked.epoch, R.acked.lsn,
-                R.unclamped ? CHAN_CONNECT_NOSCAN : 0, NULL);
+    send_frame_e (CHAN_CONNECT, R.acked.seq, R.acked.epoch, R.acked.lsn,
+                  R.unclamped ? CHAN_CONNECT_NOSCAN : 0, ++R.conn_id, NULL);
   if ((act & LINK_ACT_SHIP) && peer) {
     /* From now on a start without the peer tracks its writes for it
      * (standalone tracking).  Not fatal: without the flag (and without
@@ -379,8 +385,18 @@ static void
 on_peer (const struct chan_msg *m)
 {
   struct link_peer p = { 0 };
-  unsigned flags = m->d >> 8;
+  unsigned flags = (m->d >> 8) & 0xff;
 
+  /* Only the answer to our last CONNECT, and only if no RESET or
+   * DISCONNECT came after it: the replicator may have computed an
+   * older one from a log that has changed since (its acked point would
+   * name a burned seq, its lsn records written after).
+   */
+  if ((uint32_t) (m->d >> 32) != R.conn_id) {
+    nbdkit_debug ("replica: a stale PEER (connection %" PRIu32 ", ours is %"
+                  PRIu32 ") is ignored", (uint32_t) (m->d >> 32), R.conn_id);
+    return;
+  }
   if (m->text_len == 16)
     memcpy (p.volume_uuid, m->text, 16);
   p.role = m->d & 0xff;

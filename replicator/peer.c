@@ -218,7 +218,7 @@ dial_result (struct repl *r, int ret, const char *why)
 
 void
 peer_connect (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
-              bool noscan)
+              bool noscan, uint32_t conn_id)
 {
   const struct options *o = r->opt;
   struct peer *p = &r->peer;
@@ -229,6 +229,7 @@ peer_connect (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
   p->cepoch = epoch;
   p->clsn = lsn;
   p->noscan = noscan;
+  p->conn_id = conn_id;
   if (!r->log) {
     peer_linkdown (r, "no log configured yet");
     return;
@@ -375,7 +376,9 @@ got_hello (struct repl *r)
        : flags & CHAN_PEER_KNOWN ? "" : ", not in our log after the "
        "acknowledged point");
   chan_msg_init (&m, CHAN_PEER, hl->durable_seq, hl->durable_epoch,
-                 hl->backing_size, hl->role | (flags << 8), resume, NULL);
+                 hl->backing_size,
+                 hl->role | (flags << 8) | ((uint64_t) p->conn_id << 32),
+                 resume, NULL);
   memcpy (m.text, hl->volume_uuid, 16);
   m.text_len = 16;
   chanc_send (&r->ch, &m);

@@ -254,6 +254,7 @@ struct peer {
   uint64_t last_reply_ms;        /* for REPLY_TIMEOUT_MS */
   uint64_t cseq, cepoch, clsn;   /* the CONNECT point */
   bool noscan;                   /* CHAN_CONNECT_NOSCAN */
+  uint32_t conn_id;              /* the CONNECT's, echoed in its PEER */
   uint8_t hello_buf[WIRE_MSG_SIZE];
   struct op hello_op;
   struct wire_hello hello;
@@ -296,7 +297,7 @@ extern void peer_close (struct repl *r);
 extern void peer_linkdown (struct repl *r, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 extern void peer_connect (struct repl *r, uint64_t seq, uint64_t epoch,
-                          uint64_t lsn, bool noscan);
+                          uint64_t lsn, bool noscan, uint32_t conn_id);
 /* how: CHAN_SHIP_* bits; resync_flags: the RESYNC CONTROL's flags. */
 extern void peer_ship (struct repl *r, uint64_t seq, uint64_t epoch,
                        uint64_t lsn, uint64_t how, uint64_t resync_flags);

@@ -113,7 +113,8 @@ session_frame (void *opaque, const struct chan_msg *m)
     on_written (r, m);
     break;
   case CHAN_CONNECT:
-    peer_connect (r, m->a, m->b, m->c, m->d & CHAN_CONNECT_NOSCAN);
+    peer_connect (r, m->a, m->b, m->c, m->d & CHAN_CONNECT_NOSCAN,
+                  (uint32_t) m->e);
     break;
   case CHAN_DISCONNECT:
     if (r->peer.state != PEER_IDLE)
