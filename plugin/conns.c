@@ -96,7 +96,7 @@ flush_all_conns (int *err)
      * negotiating must not see calls from this thread.
      */
     if (!next || !__atomic_load_n (&c->wrote, __ATOMIC_ACQUIRE) ||
-        next->can_flush (next) <= 0)
+        !c->can_flush)
       continue;
     c->flushing = true;
     pthread_mutex_unlock (&lock);
@@ -139,8 +139,19 @@ conns_flush (nbdkit_next *ctx, bool all_conns, int *err)
 
   if (serialize)
     pthread_rwlock_wrlock (&call_lock);
-  if (ctx->can_flush (ctx) > 0)
+  /* An error is no "cannot flush": the checkpoint must not pass writes
+   * whose stability nobody checked.
+   */
+  switch (ctx->can_flush (ctx)) {
+  case -1:
+    *err = EIO;
+    ret = -1;
+    break;
+  case 0:
+    break;
+  default:
     ret = ctx->flush (ctx, 0, err);
+  }
   if (ret == 0 && all_conns)
     ret = flush_all_conns (err);
   if (serialize)

@@ -21,6 +21,9 @@ struct conn {
   nbdkit_next *next;            /* set in .prepare, cleared in .finalize */
   bool flushing;                /* the checkpoint is flushing it */
   bool wrote;                   /* applied a write (set atomically) */
+  bool can_flush;               /* the plugin's answer for next, asked
+                                 * in .prepare (an error fails the
+                                 * connection: never taken for "no") */
   bool repl;                    /* the replication export (secondary.c) */
   bool authed;                  /* ... and the primary proved the secret */
   uint8_t nonce[16];            /* ... its HELLO's challenge */

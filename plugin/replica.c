@@ -557,7 +557,23 @@ replica_close (void *handle)
 static int
 replica_prepare (nbdkit_next *next, void *handle, int readonly)
 {
-  conns_add (handle, next);
+  struct conn *c = handle;
+  int r;
+
+  /* Asked once, here: if the plugin cannot say, checkpoints and
+   * .finalize could not tell "nothing to flush" from "flush unknown",
+   * so the connection fails before it writes anything.
+   */
+  plugin_call_begin ();
+  r = next->can_flush (next);
+  plugin_call_end ();
+  if (r == -1) {
+    nbdkit_error ("replica: the plugin cannot say whether it can flush "
+                  "this connection's writes: refusing the connection");
+    return -1;
+  }
+  c->can_flush = r > 0;
+  conns_add (c, next);
   return 0;
 }
 
@@ -580,7 +596,7 @@ replica_finalize (nbdkit_next *next, void *handle)
    * then leave it.
    */
   if (rep.all_conns && __atomic_load_n (&c->wrote, __ATOMIC_ACQUIRE) &&
-      next->can_flush (next) > 0)
+      c->can_flush)
     conns_final_flush (next, final_flush_failed);
   conns_remove (c);
   return 0;
