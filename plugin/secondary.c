@@ -90,6 +90,11 @@ secondary_pread (struct conn *c, void *buf, uint32_t count, uint64_t offset,
     if (!__atomic_load_n (&c->authed, __ATOMIC_ACQUIRE))
       return refuse (err, EPERM, "sums refused: the reader has not "
                      "authenticated");
+    /* A promoted node's disk is its own clients': a verify against it
+     * would compare two primaries (as BATCH, refused).
+     */
+    if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) != RLOG_ROLE_SECONDARY)
+      return refuse (err, EPERM, "sums refused: this node was promoted");
     return sums_pread (buf, count, offset, err);
   }
   if (offset != WIRE_HELLO_OFFSET || count != WIRE_MSG_SIZE) {

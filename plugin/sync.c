@@ -42,6 +42,7 @@ NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
 
 #define CHUNK_BYTES      (16u << 20)  /* volume bytes compared per step */
 #define ACK_TIMEOUT_S    60           /* verify: the peer catching up */
+#define CONFIRM_LOCKED_WAIT_S 1       /* ... of it with a block locked */
 
 const char *
 phase_name (enum phase p)
@@ -152,39 +153,77 @@ add_mismatch (uint64_t off, uint64_t len, uint64_t gen)
   pthread_mutex_unlock (&Y.lock);
 }
 
+/* Under block's range lock: read it, and wait (briefly) until the peer
+ * acknowledged everything written.  0: both done, the lock held; 1: the
+ * peer lags, the lock released (try again); -1: error, released.
+ */
+static int
+confirm_lock_caught_up (struct range *range, uint8_t *buf, uint32_t len,
+                        uint64_t start)
+{
+  rangelock_acquire (&rep.ranges, range, start, len);
+  if (read_volume (buf, len, start) == -1) {
+    rangelock_release (&rep.ranges, range);
+    nbdkit_error ("replica: verify: reading the block at %" PRIu64 ": %m",
+                  start);
+    return -1;
+  }
+  if (repl_wait_peer_caught_up (CONFIRM_LOCKED_WAIT_S) == 0)
+    return 0;
+  rangelock_release (&rep.ranges, range);
+  return 1;
+}
+
 /* Block i of the chunk at off differed.  Under its range lock no write
  * to it is in flight (every record touching it is applied here and
  * written to the log, so at or below the written point); once the peer
  * has acknowledged that point, it has applied all of them, and nothing
  * newer touches the block until we release it.  Then both sides' sums
- * are compared again.  Returns 1 if it really differs, 0 if not, -1 on
- * error.
+ * are compared again.  The long wait for the peer (its lag) happens
+ * before the lock is taken: a client write to the block never waits
+ * for the peer, even in async mode; under the lock only a short one,
+ * else the lock is given back and the whole tried again.  Returns 1 if
+ * it really differs, 0 if not, -1 on error (logged).
  */
 static int
 confirm_block (uint64_t off, uint32_t i, uint64_t gen)
 {
   uint64_t start = off + ((uint64_t) i << block_shift ());
+  uint64_t deadline = now_ns () / 1000000 + ACK_TIMEOUT_S * 1000ULL;
   uint32_t len = block_len (off, i);
   uint8_t *buf = malloc (len), sum[BSUM_SIZE];
   struct sums_req *q = &Y.req[CONFIRM_REQ];
   struct range range;
-  int ret = -1;
+  int ret;
 
   if (!buf)
     return -1;
-  rangelock_acquire (&rep.ranges, &range, start, len);
-  if (read_volume (buf, len, start) == 0 &&
-      repl_wait_peer_caught_up (ACK_TIMEOUT_S) == 0) {
+  do {
+    uint64_t now = now_ns () / 1000000;
+    unsigned left = now < deadline ? (deadline - now + 999) / 1000 : 0;
+
+    if (left == 0 || repl_wait_peer_caught_up (left) == -1) {
+      nbdkit_error ("replica: verify: the peer did not acknowledge our "
+                    "writes within %d s, or the link was lost",
+                    ACK_TIMEOUT_S);
+      free (buf);
+      return -1;
+    }
+  } while ((ret = confirm_lock_caught_up (&range, buf, len, start)) == 1);
+  if (ret == 0) {
     bsum_block (buf, len, sum);
     pthread_mutex_lock (&Y.lock);
     ret = sums_ask (q, start, 1);
     pthread_mutex_unlock (&Y.lock);
     if (ret == 0 && sums_send (q) == 0 && sums_wait (q, gen) == 0)
       ret = memcmp (sum, q->sums, BSUM_SIZE) != 0;
-    else
+    else {
+      nbdkit_error ("replica: verify: reading the peer's sum of the block "
+                    "at %" PRIu64 " failed", start);
       ret = -1;
+    }
+    rangelock_release (&rep.ranges, &range);
   }
-  rangelock_release (&rep.ranges, &range);
   free (buf);
   return ret;
 }

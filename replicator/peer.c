@@ -673,6 +673,30 @@ control_done (struct repl *r)
   return 0;
 }
 
+/* The heartbeat's HELLO must still be a secondary's: an idle link to a
+ * node promoted meanwhile would otherwise stay "replicating" (and a
+ * verify compare against it) until the next batch is refused.
+ */
+static int
+heartbeat_check (struct repl *r)
+{
+  struct peer *p = &r->peer;
+  struct wire_hello now;
+  enum wire_err e = wire_hello_decode (p->hello_buf, WIRE_MSG_SIZE, &now);
+
+  if (e != WIRE_OK) {
+    peer_linkdown (r, "heartbeat: bad HELLO from the peer: %s",
+                   wire_strerror (e));
+    return -1;
+  }
+  if (now.role != RLOG_ROLE_SECONDARY) {
+    peer_linkdown (r, "heartbeat: the peer is no longer a secondary "
+                   "(role %s)", rlog_role_name (now.role));
+    return -1;
+  }
+  return 0;
+}
+
 /* While shipping: the answer to the last heartbeat, and a new one
  * after HEARTBEAT_MS without any request (replicator.h says why).  It
  * reads the HELLO into the buffer of the handshake's, which is over.
@@ -692,6 +716,8 @@ heartbeat (struct repl *r)
                      strerror (p->hello_op.err));
       return -1;
     }
+    if (heartbeat_check (r) == -1)
+      return -1;
   }
   if (peer_busy (p) || now - p->last_reply_ms < HEARTBEAT_MS)
     return 0;
