@@ -44,10 +44,11 @@ add_reason (json_object *o)
 void
 sync_status (json_object *o)
 {
-  uint64_t t, elapsed, rate;
+  uint64_t t, elapsed, rate, left;
   json_object *ranges;
 
   pthread_mutex_lock (&Y.lock);
+  left = Y.total > Y.done ? Y.total - Y.done : 0;
   t = Y.t_end_ns ? Y.t_end_ns : now_ns ();
   elapsed = Y.t_start_ns ? t - Y.t_start_ns : 0;
   rate = elapsed > 0 ? (uint64_t) (Y.done * 1e9 / elapsed) : 0;
@@ -56,10 +57,10 @@ sync_status (json_object *o)
   add_reason (o);
   add_u64 (o, "sync_total_bytes", Y.total);
   add_u64 (o, "sync_done_bytes", Y.done);
-  add_u64 (o, "sync_remaining_bytes", Y.total - Y.done);
+  add_u64 (o, "sync_remaining_bytes", left);
   add_u64 (o, "sync_rate_bytes_per_sec", Y.phase != PH_NONE ? rate : 0);
   json_object_object_add (o, "sync_eta_sec", Y.phase != PH_NONE && rate > 0
-                          ? json_object_new_int64 ((Y.total - Y.done) / rate)
+                          ? json_object_new_int64 (left / rate)
                           : NULL);
   add_u64 (o, "sync_sent_bytes", Y.sent);
   add_u64 (o, "sync_reused_bytes",

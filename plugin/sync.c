@@ -314,8 +314,16 @@ do_chunk (struct sums_req *q, struct chunk_reader *rd, int k,
   if (resend_chunk (fin, q->off, q->nblocks, diff, gen, t0, local,
                     &snap) == -1)
     return -1;
+  /* An overtaken pass counts nothing into its successor's progress.
+   * A bitmap pass's total is the dirty chunks when it was asked for;
+   * the walk also visits chunks dirtied since: they count too.
+   */
   pthread_mutex_lock (&Y.lock);
-  Y.done += len;
+  if (Y.gen == gen) {
+    Y.done += len;
+    if (Y.total < Y.done)
+      Y.total = Y.done;
+  }
   pthread_mutex_unlock (&Y.lock);
   return 0;
 }
@@ -643,6 +651,14 @@ sync_start_pass (bool initial, bool full, bool bitmap, uint64_t base,
                  const char *why)
 {
   pthread_mutex_lock (&Y.lock);
+  /* A verify asked for and not started yet (the link dropped and came
+   * back meanwhile) is replaced: say so, or it stays "running".
+   */
+  if (strcmp (Y.vstate, "running") == 0) {
+    Y.vstate = "failed";
+    snprintf (Y.verror, sizeof Y.verror, "the link was lost and a sync pass "
+              "started: the verify was dropped");
+  }
   Y.gen++;
   want_pass (initial ? PH_INITIAL : PH_RESYNC, full, bitmap, base);
   Y.phase = Y.want_phase;
@@ -787,6 +803,7 @@ sync_verify (bool repair, const char **why)
   Y.want_bitmap = false;
   Y.total = rep.log->sb.backing_size;
   Y.done = Y.sent = Y.differing = Y.vblocks = 0;
+  __atomic_store_n (&Y.reused_bytes, 0, __ATOMIC_RELAXED);
   Y.nvr = 0;
   Y.vstate = "running";
   Y.verror[0] = '\0';
