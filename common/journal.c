@@ -453,7 +453,7 @@ run_batch (struct journal *j)
     }
     if (!take_batch (j, &b)) {
       struct timespec ts;
-      clock_gettime (CLOCK_REALTIME, &ts);
+      clock_gettime (CLOCK_MONOTONIC, &ts);     /* space_cond's clock */
       ts.tv_sec += 1;
       pthread_cond_timedwait (&j->space_cond, &j->lock, &ts);
       /* journal_abort/journal_stop while waiting: the next round fails
@@ -560,7 +560,16 @@ journal_start (struct journal *j, struct rlog *log,
     pthread_mutexattr_destroy (&a);
   }
   pthread_cond_init (&j->done_cond, NULL);
-  pthread_cond_init (&j->space_cond, NULL);
+  {
+    /* Its timed wait measures CLOCK_MONOTONIC (a wall clock step must
+     * not stretch it).
+     */
+    pthread_condattr_t a;
+    pthread_condattr_init (&a);
+    pthread_condattr_setclock (&a, CLOCK_MONOTONIC);
+    pthread_cond_init (&j->space_cond, &a);
+    pthread_condattr_destroy (&a);
+  }
   j->head_seq = j->durable_seq = head_seq;
   j->head_lsn = j->ckpt_lsn = head_lsn;
   j->epoch = j->head_epoch = log->sb.epoch;

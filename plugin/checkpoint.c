@@ -108,7 +108,7 @@ checkpoint_thread (void *arg)
     bool stop, busy;
 
     busy = journal_used_bytes (&r->journal) >= r->journal.ring_size / 4;
-    clock_gettime (CLOCK_REALTIME, &ts);
+    clock_gettime (CLOCK_MONOTONIC, &ts);       /* ckpt_cond's clock */
     if (busy)
       ts.tv_nsec += CKPT_BUSY_NSEC;
     else

@@ -38,7 +38,16 @@ replica_get_ready (int thread_model)
 {
   conns_init (thread_model);
   pthread_mutex_init (&rep.state_lock, NULL);
-  pthread_cond_init (&rep.ckpt_cond, NULL);
+  {
+    /* Timed waits on it measure CLOCK_MONOTONIC (checkpoint.c): a step
+     * of the wall clock must not stop checkpoints for its length.
+     */
+    pthread_condattr_t a;
+    pthread_condattr_init (&a);
+    pthread_condattr_setclock (&a, CLOCK_MONOTONIC);
+    pthread_cond_init (&rep.ckpt_cond, &a);
+    pthread_condattr_destroy (&a);
+  }
   pthread_mutex_init (&rep.ckpt_lock, NULL);
   rangelock_init (&rep.ranges);
   if (replica_open_log () == -1)
