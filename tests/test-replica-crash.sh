@@ -46,6 +46,7 @@ slots = list(range(first + wid, first + nslots, nw))
 rnd = random.Random(os.urandom(16))
 h = nbd.NBD()
 h.connect_uri(uri)
+open(jpath + ".up", "w").close()        # connected: the kill may come
 with open(jpath, "a") as j:
     wrid = 0
     while True:
@@ -71,7 +72,7 @@ def stamp(off, rnd_, wid, wrid):
 acked = {}          # offset -> its last acknowledged block
 maybe = {}          # offset -> a writer's last, unacknowledged block
 nacks = 0
-for p in glob.glob(tmpd + "/journal.*"):
+for p in glob.glob(tmpd + "/journal.*[0-9]"):
     last = None
     for line in open(p):
         f = line.split()
@@ -122,7 +123,15 @@ for r in $(seq 0 $((rounds - 1))); do
         register_pid $!
         pids+=($!)
     done
-    # Kill at a random moment 0.3 .. 2.3 s into the storm.
+    # Every writer connected (a kill before that fails its connect,
+    # which is no test of the log), then a kill at a random moment
+    # 0.3 .. 2.3 s into the storm.
+    for _ in $(seq 1 200); do
+        [ "$(ls "$TMPD"/journal.$r.*.up 2>/dev/null | wc -l)" = $nw ] && break
+        sleep 0.1
+    done
+    [ "$(ls "$TMPD"/journal.$r.*.up 2>/dev/null | wc -l)" = $nw ] ||
+        fail "round $r: the writers did not connect within 20 s"
     delay=$(( 300 + RANDOM % 2000 ))
     sleep "$((delay / 1000)).$(printf %03d $((delay % 1000)))"
     for p in "${pids[@]}"; do
