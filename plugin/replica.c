@@ -517,6 +517,7 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
 {
   bool repl = strcmp (exportname, WIRE_EXPORT_NAME) == 0;
   struct conn *c;
+  int r;
 
   /* The pair secret travels in an ADOPT and batches carry no MAC: the
    * replication export is TLS only (nbdkit --tls=on also lets
@@ -538,7 +539,15 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
   /* The replication export writes through to the plugin's default
    * export (the volume).
    */
-  if (next (context, repl ? 0 : readonly, repl ? "" : exportname) == -1)
+  /* (Under the plugin-call lock, as the plugin's other calls: a
+   * plugin that is not parallel never sees a checkpoint's flush at the
+   * same time.  Its .close, called by nbdkit after ours, is the one
+   * call the filter cannot order so.)
+   */
+  plugin_call_begin ();
+  r = next (context, repl ? 0 : readonly, repl ? "" : exportname);
+  plugin_call_end ();
+  if (r == -1)
     return NULL;
   c = calloc (1, sizeof *c);
   if (!c) {
@@ -611,6 +620,18 @@ replica_finalize (nbdkit_next *next, void *handle)
   return 0;
 }
 
+/* A plugin's can_* answer, under the plugin-call lock (conns.h). */
+static int
+plugin_can (int (*can) (nbdkit_next *), nbdkit_next *next)
+{
+  int r;
+
+  plugin_call_begin ();
+  r = can (next);
+  plugin_call_end ();
+  return r;
+}
+
 /* A secondary serves its volume read-only to ordinary clients (nbdkit
  * then refuses writes with EPERM).  A connection opened after promote
  * is writable.
@@ -622,7 +643,7 @@ replica_can_write (nbdkit_next *next, void *handle)
     return 1;
   if (__atomic_load_n (&rep.role, __ATOMIC_ACQUIRE) == RLOG_ROLE_SECONDARY)
     return 0;
-  return next->can_write (next);
+  return plugin_can (next->can_write, next);
 }
 
 /* Why promote is refused now, or NULL. */
@@ -730,9 +751,14 @@ replica_cache (nbdkit_next *next, void *handle, uint32_t count,
 static int64_t
 replica_get_size (nbdkit_next *next, void *handle)
 {
+  int64_t r;
+
   if (((struct conn *) handle)->repl)
     return WIRE_EXPORT_SIZE;
-  return next->get_size (next);
+  plugin_call_begin ();
+  r = next->get_size (next);
+  plugin_call_end ();
+  return r;
 }
 
 /* What the replication export does not offer. */
@@ -742,13 +768,26 @@ replica_get_size (nbdkit_next *next, void *handle)
   {                                                           \
     if (((struct conn *) handle)->repl)                       \
       return 0;                                               \
-    return next->name (next);                                 \
+    return plugin_can (next->name, next);                     \
   }
 NOT_ON_REPL (can_zero)
 NOT_ON_REPL (can_trim)
 NOT_ON_REPL (can_extents)
 NOT_ON_REPL (can_cache)
 NOT_ON_REPL (can_multi_conn)
+
+/* Passed through, under the plugin-call lock like the rest. */
+static int
+replica_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
+                    uint32_t *preferred, uint32_t *maximum)
+{
+  int r;
+
+  plugin_call_begin ();
+  r = next->block_size (next, minimum, preferred, maximum);
+  plugin_call_end ();
+  return r;
+}
 
 static int
 replica_can_fua (nbdkit_next *next, void *handle)
@@ -788,6 +827,7 @@ static struct nbdkit_filter filter = {
   .prepare           = replica_prepare,
   .finalize          = replica_finalize,
   .get_size          = replica_get_size,
+  .block_size        = replica_block_size,
   .can_write         = replica_can_write,
   .can_zero          = replica_can_zero,
   .can_trim          = replica_can_trim,
