@@ -13,10 +13,14 @@
  * certificates with DIR/ca-cert.pem over nbds://HOST.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include "peertls.h"
+#include "wire.h"
 
 /* The value of key=VALUE in the URI's query, copied into buf; NULL if
  * absent.
@@ -85,4 +89,98 @@ peer_tls_check (const char *uri, const char *psk_file, const char *cert_dir,
     return why;
   }
   return NULL;
+}
+
+/* Split scheme://authority[/path][?query][#fragment] and put
+ * "/" WIRE_EXPORT_NAME as the path.  The export name must not be
+ * chosen by the URI: an empty path or "/" (or the replication export
+ * itself) is accepted, anything else refused.
+ */
+char *
+peer_uri_rewrite (const char *uri, bool *plain, char **user,
+                  char *why, size_t whylen)
+{
+  static const struct { const char *scheme; bool plain; } schemes[] = {
+    { "nbds", false }, { "nbds+unix", false }, { "nbds+vsock", false },
+    { "nbd", true }, { "nbd+unix", true }, { "nbd+vsock", true },
+  };
+  const char *sep = strstr (uri, "://");
+  const char *auth, *path, *rest;
+  size_t slen, alen, plen;
+  size_t i;
+  char *out;
+
+  *user = NULL;
+  if (!sep) {
+    snprintf (why, whylen, "not an NBD URI (scheme://...): %s", uri);
+    return NULL;
+  }
+  slen = sep - uri;
+  for (i = 0; i < sizeof schemes / sizeof schemes[0]; ++i)
+    if (strlen (schemes[i].scheme) == slen &&
+        strncmp (uri, schemes[i].scheme, slen) == 0)
+      break;
+  if (i == sizeof schemes / sizeof schemes[0]) {
+    snprintf (why, whylen, "unknown URI scheme '%.*s' (nbds://, "
+              "nbds+unix://)", (int) slen, uri);
+    return NULL;
+  }
+  *plain = schemes[i].plain;
+
+  auth = sep + 3;
+  alen = strcspn (auth, "/?#");
+  path = auth + alen;
+  plen = *path == '/' ? strcspn (path, "?#") : 0;
+  rest = path + plen;
+  if (plen > 1 &&
+      !(plen == 1 + strlen (WIRE_EXPORT_NAME) &&
+        strncmp (path + 1, WIRE_EXPORT_NAME, plen - 1) == 0)) {
+    snprintf (why, whylen, "the URI names export '%.*s': leave the path "
+              "empty, the replicator always opens " WIRE_EXPORT_NAME,
+              (int) (plen - 1), path + 1);
+    return NULL;
+  }
+  {
+    const char *at = memchr (auth, '@', alen);
+    if (at)
+      *user = strndup (auth, at - auth);
+  }
+  if (asprintf (&out, "%.*s/" WIRE_EXPORT_NAME "%s",
+                (int) (path - uri), uri, rest) == -1) {
+    free (*user);
+    *user = NULL;
+    snprintf (why, whylen, "asprintf: %m");
+    return NULL;
+  }
+  return out;
+}
+
+int
+peer_bind_parse (const char *bind, struct sockaddr_storage *ss,
+                 socklen_t *len, int *family)
+{
+  struct addrinfo hints, *ai;
+  char addr[PEER_BIND_MAX];
+  size_t n = strlen (bind);
+
+  /* Numeric, port 0 (any).  "[V6ADDR]" too. */
+  if (n >= sizeof addr)
+    return -1;
+  if (n >= 2 && bind[0] == '[' && bind[n - 1] == ']')
+    snprintf (addr, sizeof addr, "%.*s", (int) n - 2, bind + 1);
+  else
+    snprintf (addr, sizeof addr, "%s", bind);
+  memset (&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+  if (getaddrinfo (addr, "0", &hints, &ai) != 0)
+    return -1;
+  if (ss) {
+    memcpy (ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    *family = ai->ai_family;
+  }
+  freeaddrinfo (ai);
+  return 0;
 }

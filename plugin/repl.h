@@ -50,7 +50,8 @@ extern int repl_config_complete (unsigned role_key);
   "replica-mode=sync|async   Reply after the peer's log too (default: sync).\n" \
   "replica-peer=<URI>        The secondary (nbds://host:port/, nbds+unix://...).\n" \
   "replica-tls-psk=<FILE>    PSK keys file for the peer.\n" \
-  "replica-tls-username=<NAME>  PSK username (default: the login name).\n" \
+  "replica-tls-username=<NAME>  PSK username (default: the URI's user,\n" \
+  "                             else the login name).\n" \
   "replica-tls-certificates=<DIR>  x509 directory for the peer.\n" \
   "replica-insecure=yes      Allow a plaintext nbd:// peer.\n" \
   "replica-compress=lz4|none Compress records on the link (default: none).\n" \

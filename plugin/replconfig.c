@@ -225,39 +225,33 @@ repl_config_key (const char *key, const char *value)
 static int
 check_peer_uri (const char *uri)
 {
-  static const char *tls[] = { "nbds://", "nbds+unix://", "nbds+vsock://" };
-  static const char *plain[] = { "nbd://", "nbd+unix://", "nbd+vsock://" };
-  const char *rest = NULL, *path;
-  bool plaintext = false;
+  char why[512], *user, *rw;
+  bool plain = false;
+  int r = -1;
 
-  for (size_t i = 0; i < 3; ++i) {
-    if (strncmp (uri, tls[i], strlen (tls[i])) == 0)
-      rest = uri + strlen (tls[i]);
-    else if (strncmp (uri, plain[i], strlen (plain[i])) == 0) {
-      rest = uri + strlen (plain[i]);
-      plaintext = true;
-    }
-  }
-  if (!rest) {
-    nbdkit_error ("replica-peer: '%s' is not an NBD URI (use nbds://HOST:"
-                  "PORT/ or nbds+unix:///?socket=PATH)", uri);
+  /* The replicator's own parse (common/peertls.c): what it would refuse
+   * at each start (the filter restarting it every second, the link
+   * connecting for ever) is refused here, at nbdkit's start.
+   */
+  rw = peer_uri_rewrite (uri, &plain, &user, why, sizeof why);
+  if (!rw) {
+    nbdkit_error ("replica-peer: %s (use nbds://HOST:PORT/ or "
+                  "nbds+unix:///?socket=PATH)", why);
     return -1;
   }
-  if (plaintext && !repl_cfg.insecure) {
+  free (rw);
+  if (plain && !repl_cfg.insecure)
     nbdkit_error ("replica-peer: %s is a plaintext link: use nbds:// (TLS), "
                   "or add replica-insecure=yes to replicate without "
                   "encryption or authentication", uri);
-    return -1;
-  }
-  path = rest + strcspn (rest, "/?");
-  if (*path == '/' && path[1] != '\0' && path[1] != '?' &&
-      strncmp (path + 1, WIRE_EXPORT_NAME, strlen (WIRE_EXPORT_NAME)) != 0) {
-    nbdkit_error ("replica-peer: %s names an export; leave it out (the "
-                  "replicator always opens the peer's replication export)",
-                  uri);
-    return -1;
-  }
-  return 0;
+  else if (user && repl_cfg.tls_username &&
+           strcmp (user, repl_cfg.tls_username) != 0)
+    nbdkit_error ("replica-tls-username: '%s' conflicts with the user '%s' "
+                  "in replica-peer", repl_cfg.tls_username, user);
+  else
+    r = 0;
+  free (user);
+  return r;
 }
 
 /* replica-bind: the replicator makes the TCP socket itself, and
@@ -274,6 +268,11 @@ check_bind (void)
   if (strncmp (p, "nbds://", 7) != 0 && strncmp (p, "nbd://", 6) != 0) {
     nbdkit_error ("replica-bind: applies to a TCP peer (nbds://HOST:PORT/), "
                   "not to %s", p);
+    return -1;
+  }
+  if (peer_bind_parse (repl_cfg.bind, NULL, NULL, NULL) == -1) {
+    nbdkit_error ("replica-bind: '%s' is not a numeric IPv4 or IPv6 address",
+                  repl_cfg.bind);
     return -1;
   }
   if (repl_cfg.tls_certificates) {

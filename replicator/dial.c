@@ -30,6 +30,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include "peertls.h"
 #include "replicator.h"
 
 #define NBD_DEFAULT_PORT "10809"
@@ -195,8 +196,6 @@ dial_setup (struct options *o, char *why, size_t whylen)
   const char *auth, *q;
   size_t alen;
   struct addrinfo hints, *ai;
-  char addr[DIAL_HOST_MAX];
-  size_t n = strlen (o->bind);
 
   if (strncmp (uri, "nbd://", 6) != 0 && strncmp (uri, "nbds://", 7) != 0) {
     snprintf (why, whylen, "--bind applies to TCP peers (nbds://HOST/ or, "
@@ -204,24 +203,13 @@ dial_setup (struct options *o, char *why, size_t whylen)
     return -1;
   }
 
-  /* The local address: numeric, port 0 (any).  "[V6ADDR]" too. */
-  if (n >= 2 && o->bind[0] == '[' && o->bind[n - 1] == ']')
-    snprintf (addr, sizeof addr, "%.*s", (int) n - 2, o->bind + 1);
-  else
-    snprintf (addr, sizeof addr, "%s", o->bind);
-  memset (&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-  if (n >= sizeof addr || getaddrinfo (addr, "0", &hints, &ai) != 0) {
+  /* The local address: numeric, port 0 (any). */
+  if (peer_bind_parse (o->bind, &o->dial.local, &o->dial.local_len,
+                       &o->dial.family) == -1) {
     snprintf (why, whylen, "--bind: '%.*s' is not a numeric IPv4 or IPv6 "
               "address", DIAL_HOST_MAX, o->bind);
     return -1;
   }
-  memcpy (&o->dial.local, ai->ai_addr, ai->ai_addrlen);
-  o->dial.local_len = ai->ai_addrlen;
-  o->dial.family = ai->ai_family;
-  freeaddrinfo (ai);
 
   auth = strstr (uri, "://") + 3;
   alen = strcspn (auth, "/?#");
@@ -235,6 +223,9 @@ dial_setup (struct options *o, char *why, size_t whylen)
   /* A numeric peer address of the other family can never be reached
    * (a name is resolved at each connect: its error is the link's).
    */
+  memset (&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
   if (getaddrinfo (o->dial.host, o->dial.port, &hints, &ai) == 0) {
     int family = ai->ai_family;

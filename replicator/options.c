@@ -59,69 +59,6 @@ die (const char *fmt, ...)
   exit (EXIT_FAILURE);
 }
 
-/* Split scheme://authority[/path][?query][#fragment] and put
- * "/" WIRE_EXPORT_NAME as the path.  The export name must not be
- * chosen by the URI: an empty path or "/" (or the replication export
- * itself) is accepted, anything else refused.
- */
-char *
-uri_rewrite (const char *uri, bool *plain, char **user,
-             char *why, size_t whylen)
-{
-  static const struct { const char *scheme; bool plain; } schemes[] = {
-    { "nbds", false }, { "nbds+unix", false }, { "nbds+vsock", false },
-    { "nbd", true }, { "nbd+unix", true }, { "nbd+vsock", true },
-  };
-  const char *sep = strstr (uri, "://");
-  const char *auth, *path, *rest;
-  size_t slen, alen, plen;
-  size_t i;
-  char *out;
-
-  *user = NULL;
-  if (!sep) {
-    snprintf (why, whylen, "not an NBD URI (scheme://...): %s", uri);
-    return NULL;
-  }
-  slen = sep - uri;
-  for (i = 0; i < sizeof schemes / sizeof schemes[0]; ++i)
-    if (strlen (schemes[i].scheme) == slen &&
-        strncmp (uri, schemes[i].scheme, slen) == 0)
-      break;
-  if (i == sizeof schemes / sizeof schemes[0]) {
-    snprintf (why, whylen, "unknown URI scheme '%.*s' (nbds://, "
-              "nbds+unix://)", (int) slen, uri);
-    return NULL;
-  }
-  *plain = schemes[i].plain;
-
-  auth = sep + 3;
-  alen = strcspn (auth, "/?#");
-  path = auth + alen;
-  plen = *path == '/' ? strcspn (path, "?#") : 0;
-  rest = path + plen;
-  if (plen > 1 &&
-      !(plen == 1 + strlen (WIRE_EXPORT_NAME) &&
-        strncmp (path + 1, WIRE_EXPORT_NAME, plen - 1) == 0)) {
-    snprintf (why, whylen, "the URI names export '%.*s': leave the path "
-              "empty, the replicator always opens " WIRE_EXPORT_NAME,
-              (int) (plen - 1), path + 1);
-    return NULL;
-  }
-  {
-    const char *at = memchr (auth, '@', alen);
-    if (at)
-      *user = strndup (auth, at - auth);
-  }
-  if (asprintf (&out, "%.*s/" WIRE_EXPORT_NAME "%s",
-                (int) (path - uri), uri, rest) == -1) {
-    free (*user);
-    *user = NULL;
-    snprintf (why, whylen, "asprintf: %m");
-    return NULL;
-  }
-  return out;
-}
 
 void
 options_parse (struct options *o, int argc, char **argv)
@@ -186,8 +123,8 @@ options_parse (struct options *o, int argc, char **argv)
   if (!o->peer_uri)
     die ("--peer URI is required (see --help)");
 
-  o->peer_uri_rw = uri_rewrite (o->peer_uri, &o->peer_plain, &uri_user,
-                                why, sizeof why);
+  o->peer_uri_rw = peer_uri_rewrite (o->peer_uri, &o->peer_plain,
+                                     &uri_user, why, sizeof why);
   if (!o->peer_uri_rw)
     die ("--peer: %s", why);
   if (o->peer_plain && !o->insecure)

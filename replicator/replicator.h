@@ -100,8 +100,6 @@ extern void options_free (struct options *o);
  * scheme is a plaintext one.  Returns the new string (malloc'd), or
  * NULL with a reason in why.  Exported for the option parser only.
  */
-extern char *uri_rewrite (const char *uri, bool *plain, char **user,
-                          char *why, size_t whylen);
 
 /* msg.c */
 extern bool debug_flag;

@@ -38,6 +38,21 @@ expect_fail unknown-key "unknown parameter 'replica-foo'" \
 expect_fail sync-timeout-0 "replica-sync-timeout: '0' is under the minimum" \
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" replica-sync-timeout=0
 
+# What the replicator would refuse at each start (the filter restarting
+# it every second, the link connecting for ever) is refused here.
+touch "$TMPD/psk"
+expect_fail bind-name "replica-bind: 'localhost' is not a numeric" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbds://replica@192.0.2.1/ replica-tls-psk="$TMPD/psk" \
+    replica-bind=localhost
+expect_fail username-conflict "replica-tls-username: 'bob' conflicts with the user 'alice'" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbds://alice@192.0.2.1/ replica-tls-psk="$TMPD/psk" \
+    replica-tls-username=bob
+expect_fail peer-export "replica-peer: the URI names export 'disk'" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbds://replica@192.0.2.1/disk replica-tls-psk="$TMPD/psk"
+
 expect_fail wrong-disk 'replica-log.*recorded for a backing of 67108864 bytes.*33554432' \
     file "$TMPD/disk32.img" replica-log="$TMPD/log64"
 cmp "$TMPD/log64" "$TMPD/log64.orig" || fail "wrong-disk: the log was modified"
