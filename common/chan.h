@@ -94,6 +94,7 @@ enum chan_type {
 
 #define CHAN_PEER_RESYNC    0x10  /* WIRE_HELLO_RESYNC */
 #define CHAN_PEER_STAGING   0x20  /* WIRE_HELLO_STAGING */
+#define CHAN_PEER_FOREIGN   0x40  /* WIRE_HELLO_FOREIGN */
 
 /* CHAN_CONNECT d bits */
 #define CHAN_CONNECT_NOSCAN 0x1   /* the log no longer holds the records

@@ -226,10 +226,12 @@ on_handshake (struct link *l, const struct link_event *ev)
     l->sync_initial = false;
     /* Our own bitmap pass, interrupted: the bitmap still covers
      * everything the peer may lack (every write since it was started
-     * marks it), so that pass starts again.
+     * marks it), so that pass starts again.  Not for a peer that may
+     * hold writes of its own (demoted since): those lie where no bit
+     * of ours is set.
      */
     l->sync_bitmap = ev->local.bitmap && ev->local.bitmap_resume &&
-      ev->peer.needs_resync;
+      ev->peer.needs_resync && !ev->peer.foreign;
     snprintf (l->sync_why, sizeof l->sync_why, "%s",
               l->sync_bitmap ? "the peer's resync from the dirty bitmap "
               "was interrupted" : resync_why (&ev->local, &ev->peer));

@@ -45,6 +45,8 @@ struct link_peer {
                           * acknowledged: it lost acknowledged records */
   bool needs_resync;     /* it says a resync must run first (one was
                           * interrupted, or it was demoted) */
+  bool foreign;          /* its disk may hold writes of its own (it was
+                          * demoted): never a bitmap-only pass */
 };
 
 /* How a new partnership starts (replica-initial-sync). */

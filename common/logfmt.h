@@ -82,6 +82,12 @@ enum rlog_role {
                                  * the dirty bitmap (standalone
                                  * tracking), so that the peer's return
                                  * resyncs only the blocks written */
+#define RLOG_SB_FOREIGN   0x100 /* secondary: its disk may hold writes no
+                                 * primary of ours shipped (demoted: it
+                                 * was a primary, or was promoted and
+                                 * wrote): a resync compares the whole
+                                 * disk, never only a bitmap's blocks;
+                                 * cleared when a resync ends */
 #define RLOG_SECRET_SIZE   32
 
 enum rlog_op {

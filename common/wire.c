@@ -99,7 +99,8 @@ wire_hello_decode (const void *buf, size_t len, struct wire_hello *h)
   h->durable_epoch = get_le64 (p + 80);
   if ((h->role != RLOG_ROLE_PRIMARY && h->role != RLOG_ROLE_SECONDARY) ||
       (h->flags & ~(WIRE_HELLO_PAIRED | WIRE_HELLO_OUTDATED |
-                     WIRE_HELLO_RESYNC | WIRE_HELLO_STAGING)) ||
+                     WIRE_HELLO_RESYNC | WIRE_HELLO_STAGING |
+                     WIRE_HELLO_FOREIGN)) ||
       h->applied_seq > h->durable_seq || !reserved_zero (p, 88))
     return WIRE_EINVAL;
   return WIRE_OK;

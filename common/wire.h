@@ -59,6 +59,8 @@
                                     * must run first */
 #define WIRE_HELLO_STAGING   0x8   /* a staged resync is pending (the
                                     * disk is the image of applied_seq) */
+#define WIRE_HELLO_FOREIGN   0x10  /* its disk may hold writes of its own
+                                    * (RLOG_SB_FOREIGN): compare all */
 
 struct wire_hello {
   uint8_t volume_uuid[16];

@@ -243,6 +243,12 @@ repl_journal_notify (void *opaque, enum journal_event ev, uint64_t seq,
       R.acked = R.written;
     R.sent = R.written;
     R.ack_fence = true;
+    /* The peer may hold the failed batch (shipped before our sync
+     * failed), applied in place where no bit of the bitmap is set (its
+     * writers got EIO and marked nothing): a bitmap pass would not look
+     * there.  The next resync compares everything.
+     */
+    R.bitmap_resume = false;
     /* A PEER the replicator computed before it reads the RESET (say the
      * peer holds the failed batch, found in our log as it was) is void:
      * it must not become the handshake.
@@ -406,6 +412,7 @@ on_peer (const struct chan_msg *m)
   p.seq_known = flags & CHAN_PEER_KNOWN;
   p.behind = flags & CHAN_PEER_BEHIND;
   p.needs_resync = flags & CHAN_PEER_RESYNC;
+  p.foreign = flags & CHAN_PEER_FOREIGN;
   /* The bitmap's base and span (bitmap_knows_peer): a peer that holds
    * some of the records in flight when the bitmap took over (their
    * acknowledgements lost with the link), or exactly the base after a

@@ -245,7 +245,8 @@ resync_end (uint64_t seq)
   }
   pthread_mutex_lock (&rep.log->sb_lock);
   sb = rep.log->sb;
-  sb.flags &= ~(RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC | RLOG_SB_STAGING);
+  sb.flags &= ~(RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC | RLOG_SB_STAGING |
+                RLOG_SB_FOREIGN);
   r = rlog_sb_write_locked (rep.log, &sb);
   pthread_mutex_unlock (&rep.log->sb_lock);
   if (r == -1) {
@@ -423,7 +424,8 @@ secondary_promote_fixup (struct rlog_sb *sb)
   else if (sb->flags & RLOG_SB_INCONSISTENT)
     nbdkit_error ("replica: promote --force: the resync in place did not "
                   "finish: the volume is NOT consistent");
-  sb->flags &= ~(RLOG_SB_STAGING | RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC);
+  sb->flags &= ~(RLOG_SB_STAGING | RLOG_SB_INCONSISTENT | RLOG_SB_RESYNC |
+                 RLOG_SB_FOREIGN);
   return rolled_back;
 }
 

@@ -109,7 +109,8 @@ secondary_pread (struct conn *c, void *buf, uint32_t count, uint64_t offset,
   h.flags = ((sb.flags & RLOG_SB_PAIRED) ? WIRE_HELLO_PAIRED : 0) |
     ((sb.flags & RLOG_SB_OUTDATED) ? WIRE_HELLO_OUTDATED : 0) |
     ((sb.flags & RLOG_SB_RESYNC) ? WIRE_HELLO_RESYNC : 0) |
-    ((sb.flags & RLOG_SB_STAGING) ? WIRE_HELLO_STAGING : 0);
+    ((sb.flags & RLOG_SB_STAGING) ? WIRE_HELLO_STAGING : 0) |
+    ((sb.flags & RLOG_SB_FOREIGN) ? WIRE_HELLO_FOREIGN : 0);
   h.backing_size = sb.backing_size;
   pthread_mutex_lock (&S.lock);
   h.durable_seq = h.applied_seq = S.applied_seq;

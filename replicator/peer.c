@@ -329,6 +329,8 @@ got_hello (struct repl *r)
     flags |= CHAN_PEER_RESYNC;
   if (hl->flags & WIRE_HELLO_STAGING)
     flags |= CHAN_PEER_STAGING;
+  if (hl->flags & WIRE_HELLO_FOREIGN)
+    flags |= CHAN_PEER_FOREIGN;
 
   if (hl->durable_seq < p->cseq)
     flags |= CHAN_PEER_BEHIND;
@@ -364,13 +366,14 @@ got_hello (struct repl *r)
     if (ret == 1)
       flags |= CHAN_PEER_KNOWN;
   }
-  msg ("peer: role %s%s%s%s%s, durable seq %" PRIu64 " epoch %" PRIu64
+  msg ("peer: role %s%s%s%s%s%s, durable seq %" PRIu64 " epoch %" PRIu64
        ", applied seq %" PRIu64 "%s",
        rlog_role_name (hl->role),
        hl->flags & WIRE_HELLO_PAIRED ? ", paired" : ", unpaired",
        hl->flags & WIRE_HELLO_OUTDATED ? ", outdated" : "",
        hl->flags & WIRE_HELLO_RESYNC ? ", needs a resync" : "",
        hl->flags & WIRE_HELLO_STAGING ? ", staging a resync" : "",
+       hl->flags & WIRE_HELLO_FOREIGN ? ", holds writes of its own" : "",
        hl->durable_seq, hl->durable_epoch, hl->applied_seq,
        flags & CHAN_PEER_BEHIND ? ", behind the acknowledged point"
        : flags & CHAN_PEER_KNOWN ? "" : ", not in our log after the "

@@ -114,7 +114,7 @@ stop_nbdkit
 cat "$TMPD/out"
 grep -q "replica-log=$log" "$TMPD/out" || fail "no next steps"
 [ "$(dump_field "$log" role)" = secondary ] || fail "role after demote"
-[ "$(dump_field "$log" flags)" = paired,resync ] ||
+[ "$(dump_field "$log" flags)" = paired,resync,foreign ] ||
     fail "flags after demote: $(dump_field "$log" flags)"
 [ "$(dump_field "$log" volume_uuid)" = "$uuid" ] || fail "uuid changed"
 [ "$(sb_secret "$log")" = "$secret" ] || fail "pair secret changed"

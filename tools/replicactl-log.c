@@ -79,6 +79,7 @@ sb_flags_str (uint32_t flags, char *buf, size_t len)
     { RLOG_SB_RESYNC, "resync" },
     { RLOG_SB_BITMAP, "bitmap" },
     { RLOG_SB_REPLICATED, "replicated" },
+    { RLOG_SB_FOREIGN, "foreign" },
   };
   size_t n = 0;
 
@@ -401,7 +402,7 @@ cmd_demote (int argc, char **argv)
     why = "it records an unknown role";
   else {
     sb.role = RLOG_ROLE_SECONDARY;
-    sb.flags |= RLOG_SB_PAIRED | RLOG_SB_RESYNC;
+    sb.flags |= RLOG_SB_PAIRED | RLOG_SB_RESYNC | RLOG_SB_FOREIGN;
     /* A primary's flags: a bitmap says what a peer of ours lacks, which
      * means nothing once we are the one to receive records.
      */

@@ -272,6 +272,17 @@ START_TEST (test_bitmap_resync)
   e.local.bitmap_resume = true;
   link_step (&l, &e);
   ck_assert (l.sync_bitmap && l.sync_stage);
+  /* ... but a demoted peer, which may hold writes of its own where no
+   * bit is set, gets the full pass.
+   */
+  link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
+  e.type = LINK_EV_PEER_SET;
+  link_step (&l, &e);
+  e.type = LINK_EV_HANDSHAKE;
+  e.peer.foreign = true;
+  link_step (&l, &e);
+  ck_assert (!l.sync_bitmap && l.sync_stage);
+  e.peer.foreign = false;
   link_init (&l, LINK_ASYNC, LINK_SYNC_DEGRADE, 1000);
   e.type = LINK_EV_PEER_SET;
   link_step (&l, &e);
