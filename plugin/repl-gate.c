@@ -119,6 +119,13 @@ enter_bitmap (void)
   }
   a = R.acked;
   d = R.durable;
+  /* In sync mode the peer may acknowledge a batch before our own sync
+   * of it returns.  Should that sync fail, those seqs are burned and
+   * the peer holds records we do not: the bitmap's base (which
+   * bitmap_knows_peer trusts) is never past what is durable here.
+   */
+  if (a.seq > d.seq)
+    a = d;
   pthread_mutex_unlock (&R.lock);
   if (bitmap_cover (a.seq, a.epoch, a.lsn, d.seq, d.epoch,
                     "the peer is away and the log is nearly full") == -1)
