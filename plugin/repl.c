@@ -664,7 +664,9 @@ repl_standalone_begin (void)
 {
   if (!standalone_track || (rep.log->sb.flags & RLOG_SB_BITMAP))
     return 0;
-  if (bitmap_cover (R.acked.seq, R.acked.epoch, R.acked.lsn,
+  /* (Not R.acked.lsn: repl_log_end_moved moved it to the log's end.) */
+  if (bitmap_cover (rep.log->sb.checkpoint_seq, rep.log->sb.checkpoint_epoch,
+                    rep.log->sb.checkpoint_lsn,
                     rep.recovered_seq, rep.recovered_epoch,
                     "this primary runs without its peer") == -1)
     return -1;
