@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # replicactl verify: a block corrupted behind the secondary's back is
-# found (its range listed, the counter at one), --repair re-sends it,
-# and a verify then finds the sides equal (counters at zero).  Under a
+# found (its range listed, the counter at one), --repair re-sends it
+# and returns once the peer acknowledged the resent block (its log's
+# sync slowed by 2 s, tests/faultinject.c), and a verify then finds the
+# sides equal (counters at zero).  Under a
 # storm of writes and trims, verify reports no false difference.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
 requires /usr/bin/python3 -c 'import nbd'
 make_tmpdir
 make_psk
+use_fault_shim "$TMPD/sec.log"
 truncate -s 64M "$TMPD/pri.img" "$TMPD/sec.img"
 start_secondary "$TMPD/sec.img"
 start_primary "$TMPD/pri.img" sync
@@ -42,8 +45,13 @@ import json, sys
 r = json.load(sys.stdin)["verify_ranges"]
 assert r == [{"offset": 4096000, "length": 4096}], r'
 
+echo "EIO fdatasync sleep=2 once" >"$TMPD/trigger"
 "$REPLICACTL" --control "$TMPD/pri.ctl" verify --repair --timeout 60 ||
     fail "verify --repair failed"
+[ "$(status_field "$TMPD/pri.ctl" acked_seq)" -ge \
+  "$(status_field "$TMPD/pri.ctl" last_seq)" ] ||
+    fail "verify --repair returned before the peer acknowledged the repair"
+[ -f "$TMPD/trigger" ] && fail "the repair never reached the peer's log"
 [ "$(status_field "$TMPD/pri.ctl" verify_state)" = repaired ] ||
     fail "verify_state is $(status_field "$TMPD/pri.ctl" verify_state)"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60

@@ -530,6 +530,44 @@ print_ranges (json_object *o)
  * exit 0 if the volumes match (or were repaired), 1 if they differ or
  * the pass failed, 2 on timeout.
  */
+/* verify --repair: "repaired" says the resent blocks are durable here;
+ * they are the peer's once it acknowledged them (a failover before
+ * that would keep the corruption).  0 then; 2 on timeout; 1 if the link
+ * drops first or status fails.
+ */
+static int
+wait_repair_acked (uint64_t target, double timeout, double start)
+{
+  for (;;) {
+    json_object *o = status_object ();
+    const char *link;
+    uint64_t acked;
+
+    if (!o)
+      return 1;
+    acked = field_u64 (o, "acked_seq");
+    link = field_str (o, "link");
+    if (acked >= target) {
+      json_object_put (o);
+      return 0;
+    }
+    if (!link || strcmp (link, "replicating") != 0) {
+      fprintf (stderr, "replicactl: verify: the link is %s: the peer has not "
+               "acknowledged the resent blocks (seq %" PRIu64 " of %" PRIu64
+               ")\n", link ? link : "?", acked, target);
+      json_object_put (o);
+      return 1;
+    }
+    json_object_put (o);
+    if (timeout >= 0 && mono_sec () - start >= timeout) {
+      fprintf (stderr, "replicactl: verify: timed out waiting for the peer "
+               "to acknowledge the resent blocks\n");
+      return 2;
+    }
+    usleep (50000);
+  }
+}
+
 static int
 cmd_verify (int argc, char **argv)
 {
@@ -614,10 +652,11 @@ cmd_verify (int argc, char **argv)
     printf ("verify --repair resends them to the peer\n");
   }
   else if (strcmp (state, "repaired") == 0) {
+    ret = wait_repair_acked (field_u64 (o, "last_seq"), timeout, start);
     printf ("verify: repaired: %" PRIu64 " differing block%s resent to the "
-            "peer, in these ranges:\n", blocks, blocks == 1 ? "" : "s");
+            "peer%s, in these ranges:\n", blocks, blocks == 1 ? "" : "s",
+            ret == 0 ? " (and acknowledged)" : "");
     print_ranges (o);
-    ret = 0;
   }
   else if (strcmp (state, "failed") == 0)
     fprintf (stderr, "replicactl: verify failed: %s\n",
