@@ -4,7 +4,7 @@
 # thread flushes outside nbdkit's request lock, so every call the filter
 # makes into the plugin takes the filter's plugin-call lock (conns.c),
 # which the checkpoint's flushes hold exclusively.  nbdkit's sh plugin
-# records every overlap it sees (mkdir as a mutex) while 40 connections
+# records every overlap it sees (mkdir as a mutex) while 20 connections
 # open, write, close, and checkpoints run.  The plugin's close, which
 # nbdkit calls after the filter's (no filter code runs there), is the
 # documented exception: overlaps with it are not counted.
@@ -45,7 +45,7 @@ chmod +x "$D/plugin.sh"
 uri=$(uri_of "$D/sock")
 start_nbdkit "$D/sock" "$D/nbdkit.err" sh "$D/plugin.sh" \
     replica-log="$D/log" replica-log-size=8M
-for i in $(seq 1 40); do
+for i in $(seq 1 20); do
     nbdsh -u "$uri" -c "h.pwrite(b'x' * 4096, $i * 4096)" || fail "write $i"
 done
 sleep 2
