@@ -42,7 +42,8 @@ NBDKIT_DLL_PUBLIC int replica_debug_sync = 0;  /* -D replica.sync=1 */
 
 #define CHUNK_BYTES      (16u << 20)  /* volume bytes compared per step */
 #define ACK_TIMEOUT_S    60           /* verify: the peer catching up */
-#define CONFIRM_LOCKED_WAIT_S 1       /* ... of it with a block locked */
+#define CONFIRM_LOCKED_WAIT_S 1       /* ... of it with a block locked, */
+#define CONFIRM_SHORT_TRIES 3         /* ... that many times, then longer */
 
 const char *
 phase_name (enum phase p)
@@ -153,13 +154,14 @@ add_mismatch (uint64_t off, uint64_t len, uint64_t gen)
   pthread_mutex_unlock (&Y.lock);
 }
 
-/* Under block's range lock: read it, and wait (briefly) until the peer
- * acknowledged everything written.  0: both done, the lock held; 1: the
- * peer lags, the lock released (try again); -1: error, released.
+/* Under block's range lock: read it, and wait (at most wait_s) until
+ * the peer acknowledged everything written.  0: both done, the lock
+ * held; 1: the peer lags, the lock released (try again); -1: error,
+ * released.
  */
 static int
 confirm_lock_caught_up (struct range *range, uint8_t *buf, uint32_t len,
-                        uint64_t start)
+                        uint64_t start, unsigned wait_s)
 {
   rangelock_acquire (&rep.ranges, range, start, len);
   if (read_volume (buf, len, start) == -1) {
@@ -168,7 +170,7 @@ confirm_lock_caught_up (struct range *range, uint8_t *buf, uint32_t len,
                   start);
     return -1;
   }
-  if (repl_wait_peer_caught_up (CONFIRM_LOCKED_WAIT_S) == 0)
+  if (repl_wait_peer_caught_up (wait_s) == 0)
     return 0;
   rangelock_release (&rep.ranges, range);
   return 1;
@@ -180,10 +182,14 @@ confirm_lock_caught_up (struct range *range, uint8_t *buf, uint32_t len,
  * has acknowledged that point, it has applied all of them, and nothing
  * newer touches the block until we release it.  Then both sides' sums
  * are compared again.  The long wait for the peer (its lag) happens
- * before the lock is taken: a client write to the block never waits
+ * before the lock is taken: a client write to the block does not wait
  * for the peer, even in async mode; under the lock only a short one,
- * else the lock is given back and the whole tried again.  Returns 1 if
- * it really differs, 0 if not, -1 on error (logged).
+ * else the lock is given back and the whole tried again.  A peer whose
+ * lag never drops under that (a slow link under steady writes) would
+ * fail the verify so: after CONFIRM_SHORT_TRIES, a try waits under the
+ * lock for the rest of the time (writes to this block alone wait, for
+ * about the lag).  Returns 1 if it really differs, 0 if not, -1 on
+ * error (logged).
  */
 static int
 confirm_block (uint64_t off, uint32_t i, uint64_t gen)
@@ -198,7 +204,7 @@ confirm_block (uint64_t off, uint32_t i, uint64_t gen)
 
   if (!buf)
     return -1;
-  do {
+  for (int tries = 0; ; ++tries) {
     uint64_t now = now_ns () / 1000000;
     unsigned left = now < deadline ? (deadline - now + 999) / 1000 : 0;
 
@@ -209,7 +215,12 @@ confirm_block (uint64_t off, uint32_t i, uint64_t gen)
       free (buf);
       return -1;
     }
-  } while ((ret = confirm_lock_caught_up (&range, buf, len, start)) == 1);
+    ret = confirm_lock_caught_up (&range, buf, len, start,
+                                  tries < CONFIRM_SHORT_TRIES
+                                  ? CONFIRM_LOCKED_WAIT_S : left);
+    if (ret != 1)
+      break;
+  }
   if (ret == 0) {
     bsum_block (buf, len, sum);
     pthread_mutex_lock (&Y.lock);
