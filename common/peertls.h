@@ -34,4 +34,11 @@ extern char *peer_uri_rewrite (const char *uri, bool *plain, char **user,
 extern int peer_bind_parse (const char *bind, struct sockaddr_storage *ss,
                             socklen_t *len, int *family);
 
+/* NULL if bind is a usable local address for a link to uri (numeric,
+ * and of the family of the peer's address if that is numeric); else
+ * why not, in why.
+ */
+extern const char *peer_bind_check (const char *uri, const char *bind,
+                                    char *why, size_t len);
+
 #endif /* REPLICA_PEERTLS_H */

@@ -244,6 +244,10 @@ check_peer_uri (const char *uri)
     nbdkit_error ("replica-peer: %s is a plaintext link: use nbds:// (TLS), "
                   "or add replica-insecure=yes to replicate without "
                   "encryption or authentication", uri);
+  else if (plain && (repl_cfg.tls_psk || repl_cfg.tls_certificates ||
+                     repl_cfg.tls_username))
+    nbdkit_error ("replica-peer: %s is a plaintext URI, but replica-tls-* "
+                  "keys were given", uri);
   else if (user && repl_cfg.tls_username &&
            strcmp (user, repl_cfg.tls_username) != 0)
     nbdkit_error ("replica-tls-username: '%s' conflicts with the user '%s' "
@@ -270,9 +274,10 @@ check_bind (void)
                   "not to %s", p);
     return -1;
   }
-  if (peer_bind_parse (repl_cfg.bind, NULL, NULL, NULL) == -1) {
-    nbdkit_error ("replica-bind: '%s' is not a numeric IPv4 or IPv6 address",
-                  repl_cfg.bind);
+  char why[256];
+
+  if (peer_bind_check (p, repl_cfg.bind, why, sizeof why)) {
+    nbdkit_error ("replica-bind: %s", why);
     return -1;
   }
   if (repl_cfg.tls_certificates) {
@@ -327,6 +332,12 @@ repl_config_complete (unsigned role_key)
     return -1;
   if (repl_cfg.tls_psk && access (repl_cfg.tls_psk, R_OK) == -1) {
     nbdkit_error ("replica-tls-psk: %s: %m", repl_cfg.tls_psk);
+    return -1;
+  }
+  if (repl_cfg.tls_psk &&
+      (stat (repl_cfg.tls_psk, &st) == -1 || !S_ISREG (st.st_mode))) {
+    nbdkit_error ("replica-tls-psk: %s is not a regular file",
+                  repl_cfg.tls_psk);
     return -1;
   }
   if (repl_cfg.tls_certificates &&

@@ -49,6 +49,17 @@ expect_fail username-conflict "replica-tls-username: 'bob' conflicts with the us
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
     replica-peer=nbds://alice@192.0.2.1/ replica-tls-psk="$TMPD/psk" \
     replica-tls-username=bob
+expect_fail bind-family "replica-bind: ::1 is an IPv6 address, the peer 192.0.2.1 an IPv4 one" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbds://replica@192.0.2.1/ replica-tls-psk="$TMPD/psk" \
+    replica-bind=::1
+expect_fail plain-with-tls "replica-peer: nbd://192.0.2.1/ is a plaintext URI, but replica-tls-" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbd://192.0.2.1/ replica-insecure=yes \
+    replica-tls-psk="$TMPD/psk"
+expect_fail psk-directory "replica-tls-psk: $TMPD is not a regular file" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbds://replica@192.0.2.1/ replica-tls-psk="$TMPD"
 expect_fail peer-export "replica-peer: the URI names export 'disk'" \
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
     replica-peer=nbds://replica@192.0.2.1/disk replica-tls-psk="$TMPD/psk"
