@@ -541,8 +541,9 @@ replica_open (nbdkit_next_open *next, nbdkit_context *context,
    */
   /* (Under the plugin-call lock, as the plugin's other calls: a
    * plugin that is not parallel never sees a checkpoint's flush at the
-   * same time.  Its .close, called by nbdkit after ours, is the one
-   * call the filter cannot order so.)
+   * same time.  Calls nbdkit makes without us in between, such as
+   * its .prepare, .finalize and .close, cannot be ordered so: design
+   * 7.)
    */
   plugin_call_begin ();
   r = next (context, repl ? 0 : readonly, repl ? "" : exportname);
@@ -778,6 +779,12 @@ NOT_ON_REPL (can_multi_conn)
 
 /* Passed through, under the plugin-call lock like the rest. */
 static int
+replica_is_rotational (nbdkit_next *next, void *handle)
+{
+  return plugin_can (next->is_rotational, next);
+}
+
+static int
 replica_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
                     uint32_t *preferred, uint32_t *maximum)
 {
@@ -828,6 +835,7 @@ static struct nbdkit_filter filter = {
   .finalize          = replica_finalize,
   .get_size          = replica_get_size,
   .block_size        = replica_block_size,
+  .is_rotational     = replica_is_rotational,
   .can_write         = replica_can_write,
   .can_zero          = replica_can_zero,
   .can_trim          = replica_can_trim,
