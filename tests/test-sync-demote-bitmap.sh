@@ -16,7 +16,7 @@ truncate -s $size "$TMPD/pri.img" "$TMPD/sec.img"
 export LOG_SIZE=16M
 
 start_secondary "$TMPD/sec.img"
-start_primary "$TMPD/pri.img" async replica-resync-rate=2M
+start_primary "$TMPD/pri.img" async replica-resync-rate=4M
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60 ||
     fail "not synced"
 
@@ -25,12 +25,12 @@ kill -9 $SEC_PID; wait $SEC_PID 2>/dev/null || true
 rm -f "$TMPD/written"
 start_writer
 for i in $(seq 1 600); do
-    [ "$(written)" -ge $((64 << 20)) ] && break
+    [ "$(written)" -ge $((24 << 20)) ] && break
     sleep 0.1
 done
 stop_writer
 wait_field "$TMPD/pri.ctl" bitmap tracking
-# The peer is back; its bitmap pass (slow: resync-rate 2M) is cut.
+# The peer is back; its bitmap pass (slow: resync-rate 4M) is cut.
 start_secondary "$TMPD/sec.img"
 wait_field "$TMPD/pri.ctl" sync_phase resync
 sleep 2
