@@ -7,22 +7,9 @@
 # BSD-3-Clause, see COPYING.
 import socket, struct, sys, time, select
 
-VERSION = 2
+from crc32c import crc32c
 
-def _tab():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-_T = _tab()
-def crc32c(b, crc=0):
-    crc ^= 0xffffffff
-    for x in b:
-        crc = _T[(crc ^ x) & 0xff] ^ (crc >> 8)
-    return crc ^ 0xffffffff
+VERSION = 2
 
 HDR = struct.Struct('<IHHQQQQQII')
 MAGIC = 0x48435052

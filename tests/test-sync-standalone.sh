@@ -120,19 +120,9 @@ write_standalone $((32 << 20))
 stop_writer
 stop_primary
 /usr/bin/python3 - "$TMPD/pri.log" <<'PY' || fail "cannot edit the superblock"
-import struct, sys
-# CRC-32C (Castagnoli), reflected, as common/logfmt.c computes it.
-T = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    T.append(c)
-def crc32c(b):
-    c = 0xFFFFFFFF
-    for x in b:
-        c = T[(c ^ x) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
+import os, struct, sys
+sys.path.insert(0, os.environ["SRCDIR"] + "/tests")
+from crc32c import crc32c
 with open(sys.argv[1], "r+b") as f:
     for slot in (0, 4096):
         f.seek(slot)
