@@ -19,6 +19,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include "peeraddr.h"
 #include "peertls.h"
 #include "wire.h"
 
@@ -143,7 +144,7 @@ peer_uri_rewrite (const char *uri, bool *plain, char **user,
   {
     const char *at = memchr (auth, '@', alen);
     if (at)
-      *user = strndup (auth, at - auth);
+      *user = peer_pct_decode (auth, at - auth);   /* as libnbd reads it */
   }
   if (asprintf (&out, "%.*s/" WIRE_EXPORT_NAME "%s",
                 (int) (path - uri), uri, rest) == -1) {
@@ -153,90 +154,4 @@ peer_uri_rewrite (const char *uri, bool *plain, char **user,
     return NULL;
   }
   return out;
-}
-
-int
-peer_bind_parse (const char *bind, struct sockaddr_storage *ss,
-                 socklen_t *len, int *family)
-{
-  struct addrinfo hints, *ai;
-  char addr[PEER_BIND_MAX];
-  size_t n = strlen (bind);
-
-  /* Numeric, port 0 (any).  "[V6ADDR]" too. */
-  if (n >= sizeof addr)
-    return -1;
-  if (n >= 2 && bind[0] == '[' && bind[n - 1] == ']')
-    snprintf (addr, sizeof addr, "%.*s", (int) n - 2, bind + 1);
-  else
-    snprintf (addr, sizeof addr, "%s", bind);
-  memset (&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-  if (getaddrinfo (addr, "0", &hints, &ai) != 0)
-    return -1;
-  if (ss) {
-    memcpy (ss, ai->ai_addr, ai->ai_addrlen);
-    *len = ai->ai_addrlen;
-    *family = ai->ai_family;
-  }
-  freeaddrinfo (ai);
-  return 0;
-}
-
-const char *
-peer_bind_check (const char *uri, const char *bind, char *why, size_t len)
-{
-  struct sockaddr_storage ss;
-  struct addrinfo hints, *ai;
-  socklen_t sl;
-  int family, peer_family;
-  const char *auth = strstr (uri, "://"), *at, *end;
-  char host[PEER_BIND_MAX];
-  size_t alen, hlen;
-
-  if (peer_bind_parse (bind, &ss, &sl, &family) == -1) {
-    snprintf (why, len, "'%s' is not a numeric IPv4 or IPv6 address", bind);
-    return why;
-  }
-  if (!auth)
-    return NULL;
-  auth += 3;
-  alen = strcspn (auth, "/?#");
-  end = auth + alen;
-  at = memchr (auth, '@', alen);
-  if (at)
-    auth = at + 1;
-  if (*auth == '[') {
-    const char *rb = memchr (auth, ']', end - auth);
-    if (!rb)
-      return NULL;              /* the replicator says what is wrong */
-    ++auth;
-    hlen = rb - auth;
-  }
-  else {
-    const char *colon = memchr (auth, ':', end - auth);
-    hlen = (colon ? colon : end) - auth;
-  }
-  if (hlen == 0 || hlen >= sizeof host)
-    return NULL;
-  snprintf (host, sizeof host, "%.*s", (int) hlen, auth);
-  /* A numeric peer address of the other family can never be reached
-   * from ADDR (a name is resolved at each connect).
-   */
-  memset (&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST;
-  if (getaddrinfo (host, NULL, &hints, &ai) != 0)
-    return NULL;
-  peer_family = ai->ai_family;
-  freeaddrinfo (ai);
-  if (peer_family == family)
-    return NULL;
-  snprintf (why, len, "%s is an %s address, the peer %s an %s one", bind,
-            family == AF_INET ? "IPv4" : "IPv6", host,
-            peer_family == AF_INET ? "IPv4" : "IPv6");
-  return why;
 }

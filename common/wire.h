@@ -31,7 +31,7 @@
 #define WIRE_BATCH_BASE      (1ULL << 30)
 #define WIRE_BATCH_SLOT      (64ULL << 20) /* largest NBD request */
 #define WIRE_BATCH_SLOTS     1024          /* distinct offsets in flight */
-/* Block checksums of the node's disk (docs/design.md "Sums"): a read of
+/* Block checksums of the node's disk (docs/design.md 21.3): a read of
  * nblocks * WIRE_SUM_SIZE bytes at WIRE_SUMS_OFFSET (shift, off) returns
  * the bsum_block of each block of 1 << shift bytes from volume offset
  * off (a multiple of the block size; the volume's last block may be
@@ -45,6 +45,8 @@
 #define WIRE_SUMS_OFFSET(shift, off) \
   (WIRE_SUMS_BASE + ((uint64_t) (shift) << 40) + \
    ((uint64_t) (off) >> (shift)) * WIRE_SUM_SIZE)
+/* Each block size's sums take 2^40 bytes of addresses: 2^36 blocks. */
+#define WIRE_SUMS_MAX_VOLUME(shift) (1ULL << (36 + (shift)))
 #define WIRE_EXPORT_SIZE     (1ULL << 46)
 #define WIRE_BATCH_HDR_SIZE  64
 #define WIRE_BATCH_MAX       (32u << 20)   /* raw record bytes per batch */

@@ -35,6 +35,7 @@ struct repl_config {
   uint64_t sync_timeout_ms;
   enum link_initial_sync initial_sync; /* replica-initial-sync */
   unsigned sync_shift;          /* replica-sync-block-size = 1 << this */
+#define REPL_SYNC_MAX_SHIFT 20    /* 1M: a block fits one record */
   uint64_t resync_rate;         /* replica-resync-rate, bytes/s; 0: none */
   char *bind;                   /* replica-bind: local address, or NULL */
   bool log_full_wait;           /* replica-log-full=wait (else bitmap) */

@@ -13,6 +13,7 @@
 
 #include "replica.h"
 #include "repl.h"
+#include "peeraddr.h"
 #include "peertls.h"
 #include "wire.h"
 
@@ -34,7 +35,7 @@ parse_block_size (const char *key, const char *value)
 
   if (n == -1)
     return -1;
-  for (unsigned s = WIRE_SUMS_MIN_SHIFT; s <= 20; ++s)
+  for (unsigned s = WIRE_SUMS_MIN_SHIFT; s <= REPL_SYNC_MAX_SHIFT; ++s)
     if (n == (int64_t) 1 << s) {
       repl_cfg.sync_shift = s;
       return 0;
@@ -240,6 +241,17 @@ check_peer_uri (const char *uri)
     return -1;
   }
   free (rw);
+  if (strncmp (uri, "nbd://", 6) == 0 || strncmp (uri, "nbds://", 7) == 0) {
+    struct peer_addr a;
+    int bad = peer_addr_parse (uri, &a, why, sizeof why) == -1;
+
+    peer_addr_free (&a);
+    if (bad) {
+      nbdkit_error ("replica-peer: %s", why);
+      free (user);
+      return -1;
+    }
+  }
   if (plain && !repl_cfg.insecure)
     nbdkit_error ("replica-peer: %s is a plaintext link: use nbds:// (TLS), "
                   "or add replica-insecure=yes to replicate without "
@@ -274,12 +286,19 @@ check_bind (void)
                   "not to %s", p);
     return -1;
   }
-  char why[256];
+  char why[400];
+  struct peer_addr a;
+  bool psk_in_uri;
 
-  if (peer_bind_check (p, repl_cfg.bind, why, sizeof why)) {
+  /* The replicator's own parse (common/peeraddr.c). */
+  if (peer_dial_check (p, repl_cfg.bind, &a, NULL, NULL, NULL, why,
+                       sizeof why) == -1) {
+    peer_addr_free (&a);
     nbdkit_error ("replica-bind: %s", why);
     return -1;
   }
+  psk_in_uri = a.uri_psk != NULL;
+  peer_addr_free (&a);
   if (repl_cfg.tls_certificates) {
     nbdkit_error ("replica-bind: cannot be used with "
                   "replica-tls-certificates (libnbd 1.14 cannot verify the "
@@ -287,8 +306,7 @@ check_bind (void)
                   "replica-tls-psk");
     return -1;
   }
-  if (strncmp (p, "nbds://", 7) == 0 && !repl_cfg.tls_psk &&
-      !strstr (p, "tls-psk-file=")) {
+  if (strncmp (p, "nbds://", 7) == 0 && !repl_cfg.tls_psk && !psk_in_uri) {
     nbdkit_error ("replica-bind: a TLS peer needs replica-tls-psk (or "
                   "tls-psk-file in the URI)");
     return -1;

@@ -155,6 +155,15 @@ replica_after_fork (nbdkit_backend *backend)
       rep.ctx->can_cache (rep.ctx) == -1 ||
       rep.ctx->can_multi_conn (rep.ctx) == -1)
     return -1;
+  /* A sync pass reads the peer's sums of blocks of this size. */
+  if ((uint64_t) size > WIRE_SUMS_MAX_VOLUME (repl_cfg.sync_shift)) {
+    nbdkit_error ("replica-sync-block-size: blocks of %u bytes cover "
+                  "volumes of up to %" PRIu64 " TiB, and this one is %"
+                  PRIi64 " bytes: use a larger block size",
+                  1u << repl_cfg.sync_shift,
+                  WIRE_SUMS_MAX_VOLUME (repl_cfg.sync_shift) >> 40, size);
+    return -1;
+  }
 
   pthread_mutex_lock (&rep.log->sb_lock);
   sb = rep.log->sb;
@@ -784,12 +793,22 @@ replica_is_rotational (nbdkit_next *next, void *handle)
   return plugin_can (next->is_rotational, next);
 }
 
+/* The plugin's I/O size rules are for clients.  The replication
+ * connection never reaches the plugin (the filter answers it: HELLO,
+ * batches, sums reads of 16 bytes a block), and libnbd enforces a
+ * server's minimum on its own side: passing the plugin's on would make
+ * the replicator's requests fail there, and the link never come up.
+ */
 static int
 replica_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
                     uint32_t *preferred, uint32_t *maximum)
 {
   int r;
 
+  if (((struct conn *) handle)->repl) {
+    *minimum = *preferred = *maximum = 0;       /* no constraints */
+    return 0;
+  }
   plugin_call_begin ();
   r = next->block_size (next, minimum, preferred, maximum);
   plugin_call_end ();

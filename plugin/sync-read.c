@@ -23,12 +23,16 @@
 
 #include "replica.h"
 #include "blocksum.h"
+#include "repl.h"
 #include "sync-int.h"
 
 /* Bytes read, then hashed, at a time: a multiple of every block size
  * (at most 1M), small enough to stay in the cache.
  */
 #define HASH_PIECE (4u << 20)
+/* A block is hashed from one piece: never larger than it. */
+_Static_assert ((1u << REPL_SYNC_MAX_SHIFT) <= HASH_PIECE,
+                "a sync block larger than a hash piece");
 
 enum slot_state { SLOT_IDLE, SLOT_ASKED, SLOT_READING, SLOT_DONE };
 

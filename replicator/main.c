@@ -97,6 +97,11 @@ main (int argc, char **argv)
         }
         next_try = now + backoff;
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        /* Its nbdkit is gone (the PDEATHSIG lost): stop retrying. */
+        if (ppid != 1 && getppid () != ppid) {
+          msg ("the filter exited");
+          break;
+        }
       }
     }
     if (r.ch.fd == -1) {

@@ -130,6 +130,16 @@ options_parse (struct options *o, int argc, char **argv)
   if (o->peer_plain && !o->insecure)
     die ("--peer: %s is a plaintext URI: use nbds:// or nbds+unix://, "
          "or add --insecure", o->peer_uri);
+  /* A TCP URI's host and port, as dial.c and libnbd read them. */
+  if (strncmp (o->peer_uri, "nbd://", 6) == 0 ||
+      strncmp (o->peer_uri, "nbds://", 7) == 0) {
+    struct peer_addr a;
+    int r = peer_addr_parse (o->peer_uri, &a, why, sizeof why);
+
+    peer_addr_free (&a);
+    if (r == -1)
+      die ("--peer: %s", why);
+  }
   if (uri_user && o->tls_username && strcmp (uri_user, o->tls_username) != 0)
     die ("--tls-username: '%s' conflicts with user '%s' in --peer",
          o->tls_username, uri_user);

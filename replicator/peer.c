@@ -181,8 +181,10 @@ configure (struct repl *r, struct nbd_handle *h)
    * always the replication export (uri_rewrite).
    */
   if (nbd_set_export_name (h, WIRE_EXPORT_NAME) == -1 ||
-      (o->dial.user && nbd_set_tls_username (h, o->dial.user) == -1) ||
-      (o->dial.uri_psk && nbd_set_tls_psk_file (h, o->dial.uri_psk) == -1))
+      (o->dial.peer.user &&
+       nbd_set_tls_username (h, o->dial.peer.user) == -1) ||
+      (o->dial.peer.uri_psk &&
+       nbd_set_tls_psk_file (h, o->dial.peer.uri_psk) == -1))
     return -1;
   return 0;
 }

@@ -27,6 +27,7 @@
 #include <libnbd.h>
 
 #include "chan.h"
+#include "peeraddr.h"
 #include "logfile.h"
 #include "wire.h"
 
@@ -89,9 +90,7 @@ struct options {
     struct sockaddr_storage local;  /* ADDR, port 0 */
     socklen_t local_len;
     int family;                  /* of ADDR: the peer addresses tried */
-    char *host, *port;           /* of the peer URI (libnbd's defaults) */
-    char *user;                  /* the URI's user, decoded, or NULL */
-    char *uri_psk;               /* the URI's tls-psk-file, or NULL */
+    struct peer_addr peer;       /* the URI's host, port, user, PSK file */
   } dial;
 };
 extern void options_parse (struct options *o, int argc, char **argv);

@@ -1,8 +1,8 @@
 /* nbd-replica: LD_PRELOAD fault injection on one file (tests only).
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
- * Intercepts the libc's pwritev, pwrite (and their 64 names) and
- * fdatasync.  While
+ * Intercepts the libc's pwritev, pwrite (and their 64 names),
+ * fdatasync and execv.  While
  * the file named by $REPLICA_FAULT_TRIGGER exists, calls on a file
  * descriptor whose /proc/self/fd link equals $REPLICA_FAULT_PATH fail.
  * The trigger file holds one line: an errno name, then options:
@@ -18,6 +18,11 @@
  *   slow         no error: the call sleeps 2 s, then is made (a slow
  *                disk; with fdatasync, a backing flush that lags)
  *   sleep=N      slow, sleeping N seconds
+ *
+ * And execv, for the window between the filter's fork of the replicator
+ * and its exec (test-replica-spawn.sh): with $REPLICA_FAULT_EXEC_SLEEP
+ * set to N, execv creates the file $REPLICA_FAULT_EXEC_MARK (if set),
+ * then sleeps N seconds before it execs.
  *
  * No nbdkit or libnbd symbol is touched: the shim only sits between
  * the process and the libc.  Preload it after any sanitizer runtime.
@@ -210,4 +215,33 @@ fdatasync (int fd)
     return -1;
   }
   return real (fd);
+}
+
+/* Called in a forked child, before its exec: async-signal-safe calls
+ * only, so the real execv is looked up at load time (dlsym may lock).
+ */
+typedef int (*execv_fn) (const char *, char *const[]);
+static execv_fn real_execv;
+
+static void __attribute__ ((constructor))
+find_execv (void)
+{
+  real_execv = (execv_fn) dlsym (RTLD_NEXT, "execv");
+}
+
+int
+execv (const char *path, char *const argv[])
+{
+  const char *sleep_s = getenv ("REPLICA_FAULT_EXEC_SLEEP");
+  const char *mark = getenv ("REPLICA_FAULT_EXEC_MARK");
+
+  if (sleep_s) {
+    if (mark) {
+      int fd = open (mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      if (fd >= 0)
+        close (fd);
+    }
+    sleep (atoi (sleep_s));
+  }
+  return real_execv (path, argv);
 }

@@ -128,7 +128,7 @@ if "$REPLICATOR" --control "$TMPD/pri.ctl" --bind 127.0.0.2 \
        --tls-psk "$TMPD/keys.psk" 2>"$TMPD/err"; then
     fail "--bind with a Unix-socket peer was accepted"
 fi
-grep -q -- "--bind applies to TCP peers" "$TMPD/err" ||
+grep -q -- "--bind: applies to TCP peers" "$TMPD/err" ||
     { cat "$TMPD/err" >&2; fail "message for a Unix-socket peer"; }
 mkdir -p "$TMPD/certs"
 touch "$TMPD/certs/ca-cert.pem"

@@ -53,6 +53,18 @@ expect_fail bind-family "replica-bind: ::1 is an IPv6 address, the peer 192.0.2.
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
     replica-peer=nbds://replica@192.0.2.1/ replica-tls-psk="$TMPD/psk" \
     replica-bind=::1
+expect_fail bind-bad-port "replica-peer: bad port '99999' in the peer URI" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbd://127.0.0.1:99999/ replica-insecure=yes \
+    replica-bind=127.0.0.1
+expect_fail bind-scoped-family "replica-bind: 127.0.0.1 is an IPv4 address, the peer fe80::1%lo an IPv6 one" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer='nbd://[fe80::1%25lo]:10809/' replica-insecure=yes \
+    replica-bind=127.0.0.1
+expect_fail encoded-user-conflict "replica-tls-username: 'bob' conflicts with the user 'alice'" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
+    replica-peer=nbds://al%69ce@192.0.2.1/ replica-tls-psk="$TMPD/psk" \
+    replica-tls-username=bob
 expect_fail plain-with-tls "replica-peer: nbd://192.0.2.1/ is a plaintext URI, but replica-tls-" \
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
     replica-peer=nbd://192.0.2.1/ replica-insecure=yes \
@@ -63,6 +75,10 @@ expect_fail psk-directory "replica-tls-psk: $TMPD is not a regular file" \
 expect_fail peer-export "replica-peer: the URI names export 'disk'" \
     file "$TMPD/disk64.img" replica-log="$TMPD/log64" \
     replica-peer=nbds://replica@192.0.2.1/disk replica-tls-psk="$TMPD/psk"
+
+# Sums of 4 KiB blocks are addressed for volumes of up to 256 TiB.
+expect_fail huge-volume "replica-sync-block-size: blocks of 4096 bytes cover volumes of up to 256 TiB" \
+    memory 300T replica-log="$TMPD/huge" replica-log-size=8M
 
 expect_fail wrong-disk 'replica-log.*recorded for a backing of 67108864 bytes.*33554432' \
     file "$TMPD/disk32.img" replica-log="$TMPD/log64"
