@@ -8,7 +8,7 @@
  * on one thread, best of 3 passes, and prints GB/s per core: XXH3-128
  * (the one used), XXH3-64, SHA-256 (GnuTLS), CRC-32C (ISA-L, the log's
  * checksum), and zero detection on a zero buffer.  Compare with the
- * disk's sequential read rate (tools/bench prints both).
+ * disk's sequential read rate (docs/design.md section 20 does).
  */
 #include <stdio.h>
 #include <stdlib.h>
