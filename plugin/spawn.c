@@ -121,20 +121,28 @@ build_argv (struct replica *r)
  * nbdkit's but stderr.  Every handler back to the default before the
  * signals are unblocked: a SIGTERM from spawn_stop (or PDEATHSIG) sent
  * between fork and exec would otherwise run nbdkit's quit handler here,
- * and the replicator would start without ever seeing it.  stdin and
+ * and the replicator would start without ever seeing it.  Ignored
+ * signals stay ignored across the exec (nohup's SIGHUP), but SIGPIPE,
+ * which nbdkit ignores for itself.  stdin and
  * stdout from /dev/null: with nbdkit -s they are the client's socket.
  */
 static void
 child_setup (long max_fd)
 {
-  struct sigaction dfl;
+  struct sigaction dfl, cur;
   sigset_t none;
   int null_fd;
 
   memset (&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
-  for (int s = 1; s < NSIG; ++s)
-    sigaction (s, &dfl, NULL);  /* SIGKILL, SIGSTOP: EINVAL, ignored */
+  for (int s = 1; s < NSIG; ++s) {
+    if (sigaction (s, NULL, &cur) == -1)
+      continue;                 /* glibc's own, SIGKILL, SIGSTOP */
+    if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_IGN &&
+        s != SIGPIPE)
+      continue;
+    sigaction (s, &dfl, NULL);
+  }
   null_fd = open ("/dev/null", O_RDWR);
   if (null_fd >= 0) {
     dup2 (null_fd, 0);
@@ -154,7 +162,7 @@ start_child (void)
   sigset_t all, old;
   pid_t pid, parent = getpid ();
   struct rlimit rl;
-  long max_fd = 65536;
+  long max_fd = 1L << 20;       /* only if close_range fails */
 
   if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t) max_fd)
     max_fd = rl.rlim_cur;

@@ -23,6 +23,7 @@ start_tcp_secondary "$TMPD/sec.img" --filter=blocksize-policy \
     -- blocksize-minimum=4096 blocksize-error-policy=error
 start_relay "$TMPD/count.json"
 start_tcp_primary "$TMPD/pri.img"
+replicator_pid >/dev/null
 wait_initial_sync 60
 cmp "$TMPD/pri.img" "$TMPD/sec.img" ||
     fail "the secondary's file differs from the primary's"
@@ -35,5 +36,6 @@ min=$(nbdinfo --json "$(sec_uri)" 2>/dev/null |
           /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["exports"][0].get("block_size_minimum"))' ||
           true)
 echo "$0: a client of the secondary sees block_size_minimum $min"
+[ "$min" = 4096 ] || fail "a client of the secondary sees minimum $min, not 4096"
 stop_relay
 echo "$0: ok"
