@@ -5,12 +5,18 @@
  * one command line ("status"), reads one JSON object, and the server
  * closes.  The socket is created before nbdkit forks (so a bad path is
  * reported at startup) with mode 0660; the accept thread starts after
- * the fork.
+ * the fork.  It reads the lines of up to CLIENTS_MAX clients at once,
+ * each within CLIENT_TIMEOUT_MS, so that a silent client delays no one
+ * (the replicator attaches here too; a new client takes the place of
+ * the oldest when all are taken), and it sees nbdkit stopping within
+ * POLL_MS whatever the clients do.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -24,6 +30,32 @@
 #include "repl.h"
 #include "chan.h"
 #include "ctlproto.h"
+
+#define CLIENTS_MAX       32
+#define CLIENT_TIMEOUT_MS 5000
+#define POLL_MS           200
+
+/* Is a socket at path being served?  A connect tells: refused, it is a
+ * leftover of a killed process.  1 yes, 0 no, -1 cannot tell (errno).
+ */
+static int
+socket_served (const struct sockaddr_un *addr)
+{
+  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int r;
+
+  if (fd == -1)
+    return -1;
+  r = connect (fd, (const struct sockaddr *) addr, sizeof *addr);
+  if (r == 0 || errno == EAGAIN || errno == EINPROGRESS)
+    r = 1;                      /* accepted, or a full backlog */
+  else if (errno == ECONNREFUSED)
+    r = 0;
+  else
+    r = -1;
+  close (fd);
+  return r;
+}
 
 int
 control_bind (struct replica *rp)
@@ -45,14 +77,25 @@ control_bind (struct replica *rp)
     nbdkit_error ("replica-control: socket: %m");
     return -1;
   }
-  /* A leftover socket from a killed nbdkit: the log's flock (already
-   * held) proves nobody else serves this volume, so it is stale.  Never
+  /* A leftover socket from a killed nbdkit is removed; one that another
+   * process serves (replica-control= given the same path twice) is not
+   * taken over: that node would lose its status and promote.  Never
    * remove anything but a socket.
    */
   if (lstat (rep_path, &st) == 0) {
     if (!S_ISSOCK (st.st_mode)) {
       nbdkit_error ("replica-control: %s exists and is not a socket",
                     rep_path);
+      goto fail;
+    }
+    r = socket_served (&addr);
+    if (r != 0) {
+      if (r == 1)
+        nbdkit_error ("replica-control: %s is in use by another process "
+                      "(another nbdkit with the same replica-control?)",
+                      rep_path);
+      else
+        nbdkit_error ("replica-control: %s: %m", rep_path);
       goto fail;
     }
     if (unlink (rep_path) == -1) {
@@ -62,7 +105,9 @@ control_bind (struct replica *rp)
     }
   }
   /* Before the fork nbdkit is single-threaded, so a temporary umask is
-   * safe: the socket is never reachable with wider permissions.
+   * safe: the socket is created with mode 0660 and is never reachable
+   * with wider permissions (no chmod by path, which would follow a
+   * symlink put in its place).
    */
   old_mask = umask (0117);
   r = bind (fd, (struct sockaddr *) &addr, sizeof addr);
@@ -71,10 +116,13 @@ control_bind (struct replica *rp)
     nbdkit_error ("replica-control: bind: %s: %m", rep_path);
     goto fail;
   }
-  if (chmod (rep_path, 0660) == -1 || listen (fd, 16) == -1) {
+  /* What we bound: at exit only that is removed (control_stop). */
+  if (lstat (rep_path, &st) == -1 || listen (fd, 16) == -1) {
     nbdkit_error ("replica-control: %s: %m", rep_path);
     goto fail;
   }
+  rp->control_dev = st.st_dev;
+  rp->control_ino = st.st_ino;
   rp->control_fd = fd;
   return 0;
 
@@ -191,16 +239,11 @@ reply_error (const char *why)
 
 /* Returns true if fd was handed over (the replicator's channel). */
 static bool
-serve_one (struct replica *r, int fd)
+serve_one (struct replica *r, int fd, const char *cmd)
 {
-  char cmd[CTL_MAX_LINE];
   char *reply = NULL;
   const char *why;
-  int n;
 
-  n = ctl_read_line (fd, cmd, sizeof cmd, 5000);
-  if (n <= 0)
-    return false;
   if (strcmp (cmd, CHAN_ATTACH_CMD) == 0) {
     repl_attach (fd);
     return true;
@@ -247,30 +290,166 @@ serve_one (struct replica *r, int fd)
   return false;
 }
 
+/* A client whose command line is being read. */
+struct client {
+  int fd;                       /* -1: a free slot */
+  int64_t deadline;             /* monotonic ms */
+  size_t n;
+  char line[CTL_MAX_LINE];
+};
+
+static int64_t
+mono_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool
+control_stopping (struct replica *r)
+{
+  bool stop;
+
+  pthread_mutex_lock (&r->state_lock);
+  stop = r->stopping;
+  pthread_mutex_unlock (&r->state_lock);
+  return stop;
+}
+
+static void
+drop_client (struct client *c)
+{
+  close (c->fd);
+  c->fd = -1;
+}
+
+/* Its command is complete (a newline, or the end of what it sends):
+ * serve it, the descriptor blocking again as the commands expect.
+ */
+static void
+finish_client (struct replica *r, struct client *c)
+{
+  int fl = fcntl (c->fd, F_GETFL);
+
+  c->line[c->n] = '\0';
+  if (fl != -1)
+    fcntl (c->fd, F_SETFL, fl & ~O_NONBLOCK);
+  if (serve_one (r, c->fd, c->line))
+    c->fd = -1;                 /* attached: the replicator's now */
+  else
+    drop_client (c);
+}
+
+/* Read what c sent; serve it once its line is complete. */
+static void
+read_client (struct replica *r, struct client *c)
+{
+  ssize_t got = read (c->fd, c->line + c->n, sizeof c->line - 1 - c->n);
+  char *nl;
+
+  if (got == -1) {
+    if (errno != EINTR && errno != EAGAIN)
+      drop_client (c);
+    return;
+  }
+  if (got == 0) {
+    if (c->n)
+      finish_client (r, c);     /* a last line without its newline */
+    else
+      drop_client (c);
+    return;
+  }
+  nl = memchr (c->line + c->n, '\n', got);
+  c->n += got;
+  if (nl) {
+    c->n = nl - c->line;
+    finish_client (r, c);
+  }
+  else if (c->n == sizeof c->line - 1) {
+    static const char too_long[] =
+      "{ \"error\": \"command line too long\" }\n";
+    ctl_write_all (c->fd, too_long, sizeof too_long - 1);
+    drop_client (c);
+  }
+}
+
+static void
+accept_client (struct replica *r, struct client *clients)
+{
+  int fd = accept4 (r->control_fd, NULL, NULL,
+                    SOCK_CLOEXEC | SOCK_NONBLOCK);
+  int slot = 0;
+
+  if (fd == -1) {
+    /* Out of descriptors or memory: the connection stays queued, and
+     * poll would return at once.  Let a little time pass.
+     */
+    if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+      poll (NULL, 0, 100);
+    return;
+  }
+  /* A free slot, else the oldest client's: a live client sends its
+   * line at once, so the oldest is likely one that never will.
+   */
+  for (int i = 0; i < CLIENTS_MAX; ++i)
+    if (clients[i].deadline < clients[slot].deadline)
+      slot = i;
+  for (int i = 0; i < CLIENTS_MAX; ++i)
+    if (clients[i].fd == -1) {
+      slot = i;
+      break;
+    }
+  if (clients[slot].fd != -1)
+    drop_client (&clients[slot]);
+  clients[slot].fd = fd;
+  clients[slot].n = 0;
+  clients[slot].deadline = mono_ms () + CLIENT_TIMEOUT_MS;
+}
+
 static void *
 control_thread (void *arg)
 {
   struct replica *r = arg;
+  static struct client clients[CLIENTS_MAX];
+  struct pollfd p[CLIENTS_MAX + 1];
+  int idx[CLIENTS_MAX + 1];
 
-  for (;;) {
-    struct pollfd p = { .fd = r->control_fd, .events = POLLIN };
-    int fd;
+  for (int i = 0; i < CLIENTS_MAX; ++i)
+    clients[i].fd = -1;
+  while (!control_stopping (r)) {
+    int64_t now = mono_ms ();
+    int n = 0, timeout = POLL_MS;
 
-    if (poll (&p, 1, 200) <= 0) {
-      bool stop;
-      pthread_mutex_lock (&r->state_lock);
-      stop = r->stopping;
-      pthread_mutex_unlock (&r->state_lock);
-      if (stop)
-        break;
-      continue;
+    for (int i = 0; i < CLIENTS_MAX; ++i) {
+      if (clients[i].fd == -1)
+        continue;
+      if (now >= clients[i].deadline) {
+        drop_client (&clients[i]);
+        continue;
+      }
+      if (clients[i].deadline - now < timeout)
+        timeout = clients[i].deadline - now;
+      p[n] = (struct pollfd) { .fd = clients[i].fd, .events = POLLIN };
+      idx[n++] = i;
     }
-    fd = accept4 (r->control_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd == -1)
+    p[n] = (struct pollfd) { .fd = r->control_fd, .events = POLLIN };
+    idx[n++] = -1;
+    if (poll (p, n, timeout) <= 0)
       continue;
-    if (!serve_one (r, fd))
-      close (fd);
+    for (int k = 0; k < n; ++k) {
+      if (!p[k].revents)
+        continue;
+      if (idx[k] == -1)
+        accept_client (r, clients);
+      else
+        read_client (r, &clients[idx[k]]);
+    }
   }
+  for (int i = 0; i < CLIENTS_MAX; ++i)
+    if (clients[i].fd != -1)
+      drop_client (&clients[i]);
   return NULL;
 }
 
@@ -299,8 +478,13 @@ control_stop (struct replica *r)
     r->control_running = false;
   }
   if (r->control_fd >= 0) {
+    struct stat st;
+
     close (r->control_fd);
-    unlink (r->control_path);
+    /* Only the socket we bound (not one that replaced it). */
+    if (lstat (r->control_path, &st) == 0 && st.st_dev == r->control_dev &&
+        st.st_ino == r->control_ino)
+      unlink (r->control_path);
     r->control_fd = -1;
   }
 }

@@ -436,7 +436,11 @@ on_ack (const struct chan_msg *m)
 {
   if (R.ack_fence || R.link.state != LINK_REPLICATING)
     return;                     /* from before a RESET or a disconnect */
-  if (m->a > R.acked.seq && m->c >= R.acked.lsn && m->c <= R.written.lsn) {
+  /* Within what was written (seq and position): an ACK past it would
+   * release writers of records the peer never got.
+   */
+  if (m->a > R.acked.seq && m->a <= R.written.seq &&
+      m->c >= R.acked.lsn && m->c <= R.written.lsn) {
     R.acked = (struct point) { m->a, m->b, m->c };
     marks_acked (m->a);
   }

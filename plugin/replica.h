@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <nbdkit-filter.h>
 
@@ -32,6 +33,8 @@ struct replica {
   /* Set up before fork. */
   struct rlog *log;
   int control_fd;               /* listening socket */
+  dev_t control_dev;            /* the socket file bound, removed at exit */
+  ino_t control_ino;
   unsigned role;                /* current role (atomic reads): the log's */
 
   /* Set up after fork. */

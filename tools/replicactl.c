@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <unistd.h>
 #include <time.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -72,6 +73,58 @@ progress_clear (void)
  * timeout_ms for it (-1: for as long as it takes).  *sent says whether
  * the command went out (then a NULL means its outcome is unknown).
  */
+static double
+mono_sec (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The end of a --timeout (mono_sec), or -1: no request waits past it. */
+static double deadline = -1;
+
+/* A request's wait for its connection and reply: at most timeout_ms
+ * (-1: none), and not past the deadline by more than half a second
+ * (the last status, which says why the command gives up).
+ */
+static int
+request_timeout_ms (int timeout_ms)
+{
+  double left;
+
+  if (deadline < 0)
+    return timeout_ms;
+  left = (deadline - mono_sec ()) * 1000;
+  if (left < 500)
+    left = 500;
+  return timeout_ms >= 0 && timeout_ms < left ? timeout_ms : (int) left;
+}
+
+/* Connect fd to addr; a full backlog (the server busy) is retried for
+ * up to timeout_ms.  0, or -1 with errno.
+ */
+static int
+connect_control (int fd, const struct sockaddr_un *addr, int timeout_ms)
+{
+  double end = mono_sec () + (timeout_ms < 0 ? 1e9 : timeout_ms / 1000.0);
+  int fl = fcntl (fd, F_GETFL);
+
+  if (fl == -1 || fcntl (fd, F_SETFL, fl | O_NONBLOCK) == -1)
+    return -1;
+  while (connect (fd, (const struct sockaddr *) addr, sizeof *addr) == -1) {
+    if (errno != EAGAIN && errno != EINTR)
+      return -1;
+    if (mono_sec () >= end) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    usleep (50000);
+  }
+  return fcntl (fd, F_SETFL, fl);
+}
+
 static char *
 ctl_request_wait (const char *cmd, int timeout_ms, bool *sent)
 {
@@ -85,8 +138,9 @@ ctl_request_wait (const char *cmd, int timeout_ms, bool *sent)
     return NULL;
   }
   strcpy (addr.sun_path, control_path);
+  timeout_ms = request_timeout_ms (timeout_ms);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
+  if (fd == -1 || connect_control (fd, &addr, timeout_ms) == -1) {
     int e = errno;
     progress_clear ();
     errno = e;
@@ -269,14 +323,6 @@ field_str (json_object *o, const char *k)
     ? json_object_get_string (v) : NULL;
 }
 
-static double
-mono_sec (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* A number field; false if it is absent or null. */
 static bool
@@ -376,6 +422,25 @@ progress_draw (json_object *o)
   fflush (stderr);
 }
 
+/* --timeout SECONDS: a finite number, at least 0; it also bounds each
+ * request to the control socket (deadline).  0, or -1 with a message.
+ */
+static int
+parse_timeout (const char *arg, double *timeout)
+{
+  char *end;
+
+  errno = 0;
+  *timeout = strtod (arg, &end);
+  if (end == arg || *end || errno || !isfinite (*timeout) || *timeout < 0) {
+    fprintf (stderr, "replicactl: --timeout: '%s' is not a number of "
+             "seconds\n", arg);
+    return -1;
+  }
+  deadline = mono_sec () + *timeout;
+  return 0;
+}
+
 /* Exit 0 once the peer acknowledged (made durable and applied) every
  * record up to the last one written when the command started.  On a
  * terminal, a sync or resync pass running meanwhile shows its progress.
@@ -389,14 +454,9 @@ cmd_wait_synced (int argc, char **argv)
   const char *role;
 
   for (int i = 1; i < argc; ++i) {
-    char *end;
     if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
-      timeout = strtod (argv[++i], &end);
-      if (*end || timeout < 0) {
-        fprintf (stderr, "replicactl: --timeout: '%s' is not a number of "
-                 "seconds\n", argv[i]);
+      if (parse_timeout (argv[++i], &timeout) == -1)
         return 2;
-      }
     }
     else
       usage (stderr, 2);
@@ -580,16 +640,11 @@ cmd_verify (int argc, char **argv)
   int ret = 1;
 
   for (int i = 1; i < argc; ++i) {
-    char *end;
     if (strcmp (argv[i], "--repair") == 0)
       repair = true;
     else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
-      timeout = strtod (argv[++i], &end);
-      if (*end || timeout < 0) {
-        fprintf (stderr, "replicactl: --timeout: '%s' is not a number of "
-                 "seconds\n", argv[i]);
+      if (parse_timeout (argv[++i], &timeout) == -1)
         return 2;
-      }
     }
     else
       usage (stderr, 2);
