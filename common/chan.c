@@ -18,7 +18,10 @@ chan_msg_init (struct chan_msg *m, uint16_t type, uint64_t a, uint64_t b,
 {
   size_t n = text ? strlen (text) : 0;
 
-  memset (m, 0, sizeof *m);
+  /* Not the text's CHAN_TEXT_MAX bytes: a frame is sent for every group
+   * commit, under the replication lock.
+   */
+  memset (m, 0, offsetof (struct chan_msg, text));
   m->type = type;
   m->a = a;
   m->b = b;
@@ -29,6 +32,7 @@ chan_msg_init (struct chan_msg *m, uint16_t type, uint64_t a, uint64_t b,
     n = CHAN_TEXT_MAX;
   if (n)
     memcpy (m->text, text, n);
+  m->text[n] = '\0';
   m->text_len = n;
 }
 

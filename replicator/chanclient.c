@@ -141,19 +141,8 @@ chanc_sendf (struct chanc *c, uint16_t type, uint64_t a, uint64_t b,
              uint64_t cc, uint64_t d, uint64_t e, const char *text)
 {
   struct chan_msg m;
-  size_t n = text ? strlen (text) : 0;
 
-  /* Not chan_msg_init: it would clear all CHAN_TEXT_MAX bytes of text
-   * for every ACK and STATS.
-   */
-  m.type = type;
-  m.a = a;
-  m.b = b;
-  m.c = cc;
-  m.d = d;
-  m.e = e;
-  m.text_len = n > CHAN_TEXT_MAX ? CHAN_TEXT_MAX : n;
-  memcpy (m.text, text ? text : "", m.text_len);
+  chan_msg_init (&m, type, a, b, cc, d, e, text);
   chanc_send (c, &m);
 }
 
