@@ -18,7 +18,10 @@
  * own: dial_start binds and connects to the first address of the
  * peer's host (of the local address's family), dial_step goes on once
  * poll says the socket is writable, trying the next address on
- * failure.  The host is resolved at every connect, as libnbd does (a
+ * failure, and so does dial_expired after DIAL_ADDR_TIMEOUT_MS without
+ * an answer (an address that drops packets would otherwise take the
+ * whole connect's time, and the next connect would try it first
+ * again).  The host is resolved at every connect, as libnbd does (a
  * blocking getaddrinfo, as in libnbd's own nbd_aio_connect_tcp).
  */
 #include <stdio.h>
@@ -111,8 +114,10 @@ try_next (struct dial *d, const struct options *o, char *why, size_t whylen)
     }
     if (connect (d->fd, a->ai_addr, a->ai_addrlen) == 0)
       return 1;
-    if (errno == EINPROGRESS)
+    if (errno == EINPROGRESS) {
+      d->deadline_ms = now_ms () + DIAL_ADDR_TIMEOUT_MS;
       return 0;
+    }
     snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s: %m",
               d->target, DIAL_HOST_MAX, o->bind);
     close (d->fd);
@@ -168,6 +173,18 @@ dial_step (struct dial *d, const struct options *o, char *why,
   snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s: %s",
             d->target, DIAL_HOST_MAX, o->bind, strerror (soerr));
   close (d->fd);
+  d->fd = -1;
+  return try_next (d, o, why, whylen);
+}
+
+int
+dial_expired (struct dial *d, const struct options *o, char *why,
+              size_t whylen)
+{
+  snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s "
+            "timed out", d->target, DIAL_HOST_MAX, o->bind);
+  if (d->fd >= 0)
+    close (d->fd);
   d->fd = -1;
   return try_next (d, o, why, whylen);
 }

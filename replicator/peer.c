@@ -197,6 +197,8 @@ dialed (struct repl *r)
   int fd = dial_take (&p->dial);
 
   dbg ("connected to %s from %s", p->dial.target, r->opt->bind);
+  /* Each address had its own time; TLS and the HELLO get theirs. */
+  p->deadline_ms = now_ms () + CONNECT_TIMEOUT_MS;
   if (nbd_aio_connect_socket (p->h, fd) == -1) {
     /* Not ours to close: libnbd owns the socket from the call on, and
      * closes it itself when the call fails (lib/connect.c); closing it
@@ -760,9 +762,11 @@ peer_progress (struct repl *r)
   case PEER_IDLE:
     return;
   case PEER_DIALING:
-    if (now >= p->deadline_ms)
-      peer_linkdown (r, "connect to %s from %s timed out", p->dial.target,
-                     r->opt->bind);
+    if (now >= p->dial.deadline_ms) {
+      char why[REPL_TEXT_MAX];
+
+      dial_result (r, dial_expired (&p->dial, r->opt, why, sizeof why), why);
+    }
     return;
   case PEER_CONNECTING:
     if (nbd_aio_is_ready (p->h))

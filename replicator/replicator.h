@@ -51,6 +51,11 @@
  */
 #define BATCH_TARGET_RAW       (4u << 20)
 #define CONNECT_TIMEOUT_MS     10000  /* connect + HELLO */
+/* --bind: one address of the peer's name gets this long to answer
+ * before the next is tried; once connected, TLS and the HELLO get
+ * CONNECT_TIMEOUT_MS.
+ */
+#define DIAL_ADDR_TIMEOUT_MS   4000
 #define REPLY_TIMEOUT_MS       120000 /* no reply at all while busy */
 /* Shipping with nothing in flight for this long: read the peer's HELLO
  * (peer.c, heartbeat).  An nbdkit serving TLS does not stop on SIGTERM
@@ -167,6 +172,7 @@ struct dial {
   int fd;                        /* -1: none */
   struct addrinfo *ai, *next;    /* the peer's addresses; the next to try */
   char target[DIAL_HOST_MAX + 16]; /* "ADDR port PORT" being tried */
+  uint64_t deadline_ms;          /* for the one being tried (now_ms) */
   char last_err[512];            /* why the previous address failed */
 };
 /* Parse --bind and the peer URI for it; -1 with why: a startup error. */
@@ -183,6 +189,11 @@ extern int dial_start (struct dial *d, const struct options *o,
 extern int dial_step (struct dial *d, const struct options *o,
                       char *why, size_t whylen);
 extern int dial_take (struct dial *d);
+/* The address being tried did not answer in time: 0, 1, -1 as
+ * dial_start (the next address is tried).
+ */
+extern int dial_expired (struct dial *d, const struct options *o,
+                         char *why, size_t whylen);
 
 /* One NBD command in flight: its completion callback fills this. */
 struct stats;
