@@ -89,6 +89,14 @@ fsync_dir_of (const char *path)
   return r;
 }
 
+/* rlog_create formats the log under this name beside it, and links it
+ * into place once it is complete and durable: a creation interrupted
+ * (nbdkit killed while it writes out a large log) leaves no file at the
+ * log's path that a restart would take for a damaged log ("bad magic"),
+ * only this one, which the next creation reuses.
+ */
+#define RLOG_NEW_SUFFIX ".replica-new"
+
 int
 rlog_create (const char *path, uint64_t size, unsigned role, char *err)
 {
@@ -96,7 +104,8 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
   struct rlog_sb sb;
   uint8_t *slot = NULL;
   uint64_t off;
-  int fd, e;
+  char *tmp = NULL;
+  int fd = -1, e;
 
   size &= ~(uint64_t) (RLOG_BLOCK - 1);
   if (size < RLOG_MIN_SIZE) {
@@ -105,10 +114,35 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
     errno = EINVAL;
     return -1;
   }
-  fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd == -1) {
+  if (access (path, F_OK) == 0) {
+    errno = EEXIST;
     snprintf (err, RLOG_ERRLEN, "cannot create %s: %m", path);
     return -1;
+  }
+  if (asprintf (&tmp, "%s" RLOG_NEW_SUFFIX, path) == -1) {
+    tmp = NULL;
+    snprintf (err, RLOG_ERRLEN, "asprintf: %m");
+    return -1;
+  }
+  /* Locked while it is written: two processes creating the same log
+   * do not format one file at once.
+   */
+  fd = open (tmp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    snprintf (err, RLOG_ERRLEN, "cannot create %s: %m", tmp);
+    free (tmp);
+    return -1;
+  }
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+    snprintf (err, RLOG_ERRLEN, "%s is being created by another process",
+              path);
+    close (fd);
+    free (tmp);
+    return -1;
+  }
+  if (ftruncate (fd, 0) == -1) {
+    snprintf (err, RLOG_ERRLEN, "cannot create %s: %m", tmp);
+    goto fail;
   }
   /* Reserve the space first (fails fast with ENOSPC), then write zeroes
    * so that appends later overwrite allocated, written blocks: no
@@ -167,21 +201,38 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
     }
   }
   /* Durability: the file's data and its size (fsync, not fdatasync, as
-   * the size changed), then the directory entry.
+   * the size changed), then its name (link: never over an existing
+   * log, which a concurrent creation may have put there), then the
+   * directory.
    */
-  if (fsync (fd) == -1 || fsync_dir_of (path) == -1) {
-    snprintf (err, RLOG_ERRLEN, "cannot sync %s: %m", path);
+  if (fsync (fd) == -1) {
+    snprintf (err, RLOG_ERRLEN, "cannot sync %s: %m", tmp);
     goto fail;
+  }
+  if (link (tmp, path) == -1) {
+    snprintf (err, RLOG_ERRLEN, "cannot create %s: %m", path);
+    goto fail;
+  }
+  if (unlink (tmp) == -1 || fsync_dir_of (path) == -1) {
+    snprintf (err, RLOG_ERRLEN, "cannot sync %s: %m", path);
+    e = errno;
+    free (slot);
+    close (fd);
+    free (tmp);
+    errno = e;
+    return -1;
   }
   free (slot);
   close (fd);
+  free (tmp);
   return 0;
 
  fail:
   e = errno;
   free (slot);
+  unlink (tmp);
   close (fd);
-  unlink (path);
+  free (tmp);
   errno = e;
   return -1;
 }

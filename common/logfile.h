@@ -34,7 +34,8 @@ struct rlog {
 
 /* Create and format a new log file (fails with EEXIST if present).  The
  * file is preallocated and zero-filled, then the superblock is written
- * to both slots and everything is fdatasync'd and the directory fsync'd.
+ * to both slots and everything is fsync'd, under PATH.replica-new; only
+ * then is it linked to PATH, and the directory fsync'd.
  */
 extern int rlog_create (const char *path, uint64_t size, unsigned role,
                         char *err);

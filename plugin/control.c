@@ -16,6 +16,7 @@
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
@@ -54,6 +55,25 @@ socket_served (const struct sockaddr_un *addr)
   else
     r = -1;
   close (fd);
+  return r;
+}
+
+int
+control_check_dir (struct replica *rp)
+{
+  char *copy = strdup (rp->control_path);
+  struct stat st;
+  int r = 0;
+
+  if (!copy) {
+    nbdkit_error ("replica-control: strdup: %m");
+    return -1;
+  }
+  if (stat (dirname (copy), &st) == -1 || !S_ISDIR (st.st_mode)) {
+    nbdkit_error ("replica-control: directory %s does not exist", copy);
+    r = -1;
+  }
+  free (copy);
   return r;
 }
 

@@ -98,6 +98,8 @@ extern int checkpoint_now (struct replica *r, uint64_t seq, uint64_t epoch,
                            uint64_t lsn);
 
 /* control.c */
+/* replica-control's directory exists: 0, or -1 with an error. */
+extern int control_check_dir (struct replica *r);
 extern int control_bind (struct replica *r);
 extern int control_start (struct replica *r);
 extern void control_stop (struct replica *r);

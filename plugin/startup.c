@@ -173,7 +173,10 @@ replica_open_log (void)
     if (!ok)
       nbdkit_error ("replica-log: directory %s is not writable: %m", dir);
     free (copy);
-    if (!ok)
+    /* The control socket's directory too, before a new log of a
+     * gigabyte is written out for nothing.
+     */
+    if (!ok || control_check_dir (&rep) == -1)
       return -1;
     if (rlog_create (rep.log_path, rep.log_size == -1 ? RLOG_DEFAULT_SIZE
                      : (uint64_t) rep.log_size,

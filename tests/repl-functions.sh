@@ -81,14 +81,25 @@ wait_field ()
     fail "$ctl: $key is '$v', not '$want' after $secs s"
 }
 
-# The replicator the primary's filter started (and registered for the
-# cleanup: it must not outlive the test).
+# replicator_pid [CTL]: the replicator the filter at CTL (the primary's
+# by default) started, once it has attached (10 s at most), in REPL_PID
+# and on stdout; registered for the cleanup (it must not outlive the
+# test).  Call it directly, not in $(...): registering in a subshell
+# would be lost.  Never 0 ("kill 0" signals the whole process group).
 replicator_pid ()
 {
-    local p
-    p=$(status_field "$TMPD/pri.ctl" replicator_pid)
-    [ "$p" != 0 ] && register_pid "$p"
-    echo "$p"
+    local ctl=${1:-$TMPD/pri.ctl} p i
+    for i in $(seq 1 100); do
+        p=$(status_field "$ctl" replicator_pid 2>/dev/null || true)
+        if [ "${p:-0}" -gt 1 ] 2>/dev/null; then
+            REPL_PID=$p
+            register_pid "$p"
+            echo "$p"
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "$ctl: no replicator attached within 10 s"
 }
 
 # wait_log_flag LOG FLAG: until replicactl log-dump shows FLAG among

@@ -3,6 +3,7 @@
 # Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
 #
 #   stamp.py write URI BLOCKS LOG [--depth N] [--seconds S] [--resume 1]
+#                                 [--strict 1]
 #       Keeps N 4 KiB writes in flight (one NBD connection, libnbd's
 #       asynchronous API) to random blocks, never two at once to the same
 #       block.  Each block written carries a stamp (block, write id, the
@@ -13,6 +14,9 @@
 #       goes away (a kill), exit 0 either way.  --resume 1 appends to
 #       LOG, its write ids and clock going on from the last ones there,
 #       so that one check covers several writer runs on one volume.
+#       --strict 1: the server must stay up and serve every write (its
+#       replicator or peer may come and go): a write that fails, or the
+#       connection lost, is printed and the exit status is 3.
 #
 #   stamp.py check URI BLOCKS LOG --mode sync|async
 #       Reads every block of a (promoted) copy and checks it:
@@ -53,7 +57,7 @@ def connect(uri):
     return h
 
 
-def write(uri, blocks, log, depth, seconds, resume):
+def write(uri, blocks, log, depth, seconds, resume, strict):
     h = connect(uri)
     clock = wid = 0
     if resume and os.path.exists(log):
@@ -66,12 +70,15 @@ def write(uri, blocks, log, depth, seconds, resume):
     busy = {}                           # block -> write id in flight
     deadline = time.monotonic() + seconds
     dead = False
+    failure = None
 
     def done(block, w, err):
-        nonlocal clock, dead
+        nonlocal clock, dead, failure
         del busy[block]
         if err.value != 0:
             dead = True
+            failure = failure or "write %d to block %d failed: %s" % (
+                w, block, os.strerror(err.value))
             return 1
         clock += 1
         out.write("A %d %d %d\n" % (clock, w, block))
@@ -98,10 +105,13 @@ def write(uri, blocks, log, depth, seconds, resume):
             h.poll(1000)
         if not dead:
             h.shutdown()
-    except nbd.Error:
-        pass                            # the server went away
+    except nbd.Error as e:
+        failure = failure or "the connection: %s" % e  # server gone
     out.close()
     print("stamp: %d writes submitted" % wid)
+    if strict and failure:
+        print("stamp: FAIL: %s" % failure, file=sys.stderr)
+        sys.exit(3)
 
 
 def load(log):
@@ -179,7 +189,8 @@ def main():
     uri, blocks, log = a[1], int(a[2]), a[3]
     if a[0] == "write":
         write(uri, blocks, log, int(opts.get("depth", 16)),
-              float(opts.get("seconds", 3600)), opts.get("resume") == "1")
+              float(opts.get("seconds", 3600)), opts.get("resume") == "1",
+              opts.get("strict") == "1")
     else:
         check(uri, blocks, log, opts.get("mode", "sync"))
 

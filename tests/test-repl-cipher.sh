@@ -25,7 +25,8 @@ LIBNBD_DEBUG=1 start_primary "$TMPD/pri.img" sync
 wait_field "$TMPD/pri.ctl" link replicating
 nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"A" * 65536, 0)'
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30
-rp=$(replicator_pid)
+replicator_pid >/dev/null
+rp=$REPL_PID
 [ "$(cat /proc/"$rp"/comm)" = nbd-replicator ] ||
     fail "the replicator is called '$(cat /proc/"$rp"/comm)'"
 grep -q 'connection is using TLS: cipher AES-[0-9]*-GCM' "$TMPD/pri.err" ||
@@ -41,7 +42,8 @@ stop_nbdkit
 # defaults): the replicator changes nothing.
 GNUTLS_SYSTEM_PRIORITY_FILE=/dev/null start_primary "$TMPD/pri.img" sync
 wait_field "$TMPD/pri.ctl" link replicating
-rp=$(replicator_pid)
+replicator_pid >/dev/null
+rp=$REPL_PID
 [ "$(replicator_env "$rp" GNUTLS_SYSTEM_PRIORITY_FILE)" = /dev/null ] ||
     fail "the administrator's priority file was replaced"
 [ -z "$(replicator_env "$rp" NBD_REPLICATOR_TLS_OVERRIDE)" ] ||

@@ -58,7 +58,8 @@ t=$(timed_write 4096)
 status_field "$TMPD/pri.ctl" link_error | grep -q "degraded" ||
     fail "link_error does not say degraded"
 sleep 1                         # the OUTDATED message is on its way
-kill -9 "$(replicator_pid)" "$PRI_PID"
+replicator_pid >/dev/null
+kill -9 "$REPL_PID" "$PRI_PID"
 wait "$PRI_PID" 2>/dev/null || true
 kill -CONT "$SEC_PID"
 wait_field "$TMPD/sec.ctl" outdated true
@@ -79,7 +80,8 @@ t=$(timed_write 8192)
     fail "a write without a peer took $t s"
 [ "$(status_field "$TMPD/pri.ctl" degraded)" = true ] || fail "not degraded"
 # The primary restarts before it could tell the peer: it remembers.
-kill -9 "$(replicator_pid)" "$PRI_PID"
+replicator_pid >/dev/null
+kill -9 "$REPL_PID" "$PRI_PID"
 wait "$PRI_PID" 2>/dev/null || true
 LOG_SIZE=16M start_primary "$TMPD/pri.img" sync replica-sync-timeout=1
 [ "$(status_field "$TMPD/pri.ctl" peer_outdated)" = true ] ||

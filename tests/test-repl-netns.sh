@@ -59,14 +59,15 @@ start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
 PRI_PID=$NBDKIT_PID
 wait_field "$TMPD/pri.ctl" link replicating
 
-$STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 8 --seconds 10 \
+$STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 8 --seconds 10 --strict 1 \
     > "$TMPD/stamp.out" 2>&1 &
 writer=$!
 register_pid $writer
 sleep 1.5
 ip link set "$VP" down
 sleep 1
-kill -9 "$(replicator_pid)"
+replicator_pid >/dev/null
+kill -9 "$REPL_PID"
 sleep 2.5
 link=$(status_field "$TMPD/pri.ctl" link)
 [ "$link" != replicating ] || fail "replicating over a link that is down"

@@ -91,7 +91,8 @@ held_promote ()
       "$(status_field "$TMPD/sec.ctl" applied_seq)" ] ||
         fail "no record waits to be applied"
     # The primary dies: nothing will mark the secondary outdated.
-    kill -9 "$(replicator_pid)" "$PRI_PID"
+    replicator_pid >/dev/null
+    kill -9 "$REPL_PID" "$PRI_PID"
     wait "$PRI_PID" 2>/dev/null || true
     wait $w 2>/dev/null || true
     "$REPLICACTL" --control "$TMPD/sec.ctl" promote >"$TMPD/promote.out" 2>&1 &

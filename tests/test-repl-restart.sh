@@ -17,7 +17,7 @@ LOG_SIZE=32M start_secondary "$TMPD/sec.img"
 LOG_SIZE=32M start_primary "$TMPD/pri.img" sync
 wait_field "$TMPD/pri.ctl" link replicating
 
-$STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 8 --seconds 14 \
+$STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 8 --seconds 14 --strict 1 \
     > "$TMPD/stamp.out" 2>&1 &
 writer=$!
 register_pid $writer
@@ -38,7 +38,8 @@ wait_new_replicator ()
 }
 
 sleep 1.5
-old=$(replicator_pid)
+replicator_pid >/dev/null
+old=$REPL_PID
 kill -9 "$old"
 wait_new_replicator "$old"
 wait_field "$TMPD/pri.ctl" link replicating
@@ -51,7 +52,8 @@ LOG_SIZE=32M start_secondary "$TMPD/sec.img"
 wait_field "$TMPD/pri.ctl" link replicating
 
 sleep 1.5
-old=$(replicator_pid)
+replicator_pid >/dev/null
+old=$REPL_PID
 kill -9 "$old" "$SEC_PID"
 wait "$SEC_PID" 2>/dev/null || true
 LOG_SIZE=32M start_secondary "$TMPD/sec.img"

@@ -54,7 +54,8 @@ tear_tail ()
 }
 
 write_blocks 0 16 65
-kill -9 "$(replicator_pid)" "$PRI_PID"
+replicator_pid >/dev/null
+kill -9 "$REPL_PID" "$PRI_PID"
 wait "$PRI_PID" 2>/dev/null || true
 tear_tail ||
     { cat "$TMPD/dump.txt"; fail "no batch of several records in the log"; }
@@ -73,7 +74,8 @@ same_volumes
 kill -9 "$SEC_PID"
 wait "$SEC_PID" 2>/dev/null || true
 write_blocks 22 6 68
-kill -9 "$(replicator_pid)" "$PRI_PID"
+replicator_pid >/dev/null
+kill -9 "$REPL_PID" "$PRI_PID"
 wait "$PRI_PID" 2>/dev/null || true
 LOG_SIZE=16M start_primary "$TMPD/pri.img" async
 LOG_SIZE=16M start_secondary "$TMPD/sec.img"
@@ -95,7 +97,8 @@ wait_field "$TMPD/pri.ctl" bitmap tracking
 # them first (they are not kept for the peer now): then again.
 for try in 1 2 3 4 5; do
     write_blocks 0 16 $((90 + try))
-    kill -9 "$(replicator_pid)" "$PRI_PID"
+    replicator_pid >/dev/null
+    kill -9 "$REPL_PID" "$PRI_PID"
     wait "$PRI_PID" 2>/dev/null || true
     tear_tail && break
     [ $try = 5 ] &&

@@ -80,6 +80,36 @@ expect_fail peer-export "replica-peer: the URI names export 'disk'" \
 expect_fail huge-volume "replica-sync-block-size: blocks of 4096 bytes cover volumes of up to 256 TiB" \
     memory 300T replica-log="$TMPD/huge" replica-log-size=8M
 
+# A creation killed midway (a 1G log takes a while to write out) leaves
+# no file at the log's path for the next start to refuse ("bad magic"):
+# the log is formatted under LOG.replica-new, then linked into place.
+rm -f "$TMPD/sock"
+(
+    [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
+    exec nbdkit -f -U "$TMPD/sock" --filter="$FILTER" file \
+        "$TMPD/disk64.img" replica-log="$TMPD/big.log" replica-log-size=1G
+) 2>"$TMPD/big.err" &
+pid=$!
+register_pid $pid
+for _ in $(seq 1 100); do
+    [ -e "$TMPD/big.log.replica-new" ] && break
+    sleep 0.02
+done
+[ -e "$TMPD/big.log.replica-new" ] || fail "the new log was not being written"
+kill -9 $pid
+wait $pid 2>/dev/null || true
+[ ! -e "$TMPD/big.log" ] || fail "a creation killed midway left $TMPD/big.log"
+start_nbdkit "$TMPD/sock" "$TMPD/big2.err" file "$TMPD/disk64.img" \
+    replica-log="$TMPD/big.log" replica-log-size=8M
+stop_nbdkit
+[ ! -e "$TMPD/big.log.replica-new" ] || fail "the leftover new log is still there"
+echo "killed-creation: the restart created the log"
+
+expect_fail control-dir "replica-control: directory $TMPD/nodir does not exist" \
+    file "$TMPD/disk64.img" replica-log="$TMPD/ctl-dir.log" \
+    replica-control="$TMPD/nodir/x.ctl"
+[ ! -e "$TMPD/ctl-dir.log" ] || fail "control-dir: a log file was created"
+
 expect_fail wrong-disk 'replica-log.*recorded for a backing of 67108864 bytes.*33554432' \
     file "$TMPD/disk32.img" replica-log="$TMPD/log64"
 cmp "$TMPD/log64" "$TMPD/log64.orig" || fail "wrong-disk: the log was modified"

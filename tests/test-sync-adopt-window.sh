@@ -44,7 +44,8 @@ grep -q "paired with the primary's volume" "$TMPD/sec.err" ||
     fail "the secondary did not adopt the primary's volume"
 kill -9 $SEC_PID
 wait $SEC_PID 2>/dev/null || true
-PRI_RPID=$(replicator_pid)      # (it sent the ADOPT: it runs)
+replicator_pid >/dev/null
+PRI_RPID=$REPL_PID      # (it sent the ADOPT: it runs)
 [ "$PRI_RPID" -gt 1 ] || fail "no replicator pid: '$PRI_RPID'"
 grep -q "resync from the primary's seq .* starts" "$TMPD/sec.err" &&
     fail "the RESYNC was recorded before the kill: the window was missed"

@@ -38,13 +38,17 @@ node a replica-mode=sync replica-peer="$(peer b)" \
     replica-tls-psk="$TMPD/keys.psk"
 A=$NBDKIT_PID
 "$REPLICACTL" --control "$TMPD/a.ctl" wait-synced --timeout 60
-$STAMP write "$(a_uri)" $BLOCKS "$TMPD/s1.log" --depth 16 > /dev/null 2>&1 &
+$STAMP write "$(a_uri)" $BLOCKS "$TMPD/s1.log" --depth 16 \
+    > "$TMPD/s1.out" 2>&1 &
 w=$!
 register_pid $w
 sleep 1.5
-kill -9 "$(status_field "$TMPD/a.ctl" replicator_pid)" $A
+replicator_pid "$TMPD/a.ctl" >/dev/null
+kill -9 "$REPL_PID" $A
 wait $A 2>/dev/null || true
-wait $w || true
+wait $w || { cat "$TMPD/s1.out"; fail "the first storm failed"; }
+acks=$(grep -c '^A' "$TMPD/s1.log" || true)
+[ "$acks" -gt 100 ] || fail "the first storm had $acks writes acknowledged"
 "$REPLICACTL" --control "$TMPD/b.ctl" promote || fail "promote B"
 $STAMP check "$(b_uri)" $BLOCKS "$TMPD/s1.log" --mode sync ||
     fail "B lost writes A acknowledged"
@@ -85,13 +89,17 @@ cmp "$TMPD/a.copy" "$TMPD/b.copy" || fail "A differs from B after failback"
 #    (The volume is zeroed first, through B, so that the checker sees
 #    only this storm's stamps.)
 nbdsh -u "$(b_uri)" -c "h.zero($BLOCKS * 4096, 0)"
-$STAMP write "$(b_uri)" $BLOCKS "$TMPD/s3.log" --depth 16 > /dev/null 2>&1 &
+$STAMP write "$(b_uri)" $BLOCKS "$TMPD/s3.log" --depth 16 \
+    > "$TMPD/s3.out" 2>&1 &
 w=$!
 register_pid $w
 sleep 1.5
-kill -9 "$(status_field "$TMPD/b.ctl" replicator_pid)" $B
+replicator_pid "$TMPD/b.ctl" >/dev/null
+kill -9 "$REPL_PID" $B
 wait $B 2>/dev/null || true
-wait $w || true
+wait $w || { cat "$TMPD/s3.out"; fail "the third storm failed"; }
+acks=$(grep -c '^A' "$TMPD/s3.log" || true)
+[ "$acks" -gt 100 ] || fail "the third storm had $acks writes acknowledged"
 "$REPLICACTL" --control "$TMPD/a.ctl" promote || fail "promote A back"
 $STAMP check "$(a_uri)" $BLOCKS "$TMPD/s3.log" --mode sync ||
     fail "A lost writes B acknowledged"

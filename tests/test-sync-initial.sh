@@ -110,7 +110,7 @@ rm -f "$TMPD/sec.log" "$TMPD/sec.err"
 start_tcp_secondary "$TMPD/sec.img"
 start_relay "$TMPD/count2.json"
 start_tcp_primary "$TMPD/pri.img"
-$STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 16 --seconds 6 \
+$STAMP write "$(pri_uri)" $BLOCKS "$TMPD/stamp.log" --depth 16 --seconds 6 --strict 1 \
     > "$TMPD/stamp.out" 2>&1 &
 writer=$!
 register_pid $writer

@@ -128,7 +128,8 @@ for round in kill failover; do
         stop_nbdkit
         continue
     fi
-    kill -9 "$(replicator_pid)" $PRI_PID
+    replicator_pid >/dev/null
+    kill -9 "$REPL_PID" $PRI_PID
     wait $PRI_PID 2>/dev/null || true
     "$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>/dev/null &&
         fail "promote without --force during an in-place sync"

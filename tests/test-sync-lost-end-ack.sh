@@ -52,7 +52,8 @@ wait_field "$TMPD/sec.ctl" resync none 60
 [ "$(status_field "$TMPD/pri.ctl" sync_phase)" = initial-sync ] ||
     fail "the primary heard the end of the pass through the held relay"
 
-rpid=$(replicator_pid)
+replicator_pid >/dev/null
+rpid=$REPL_PID
 [ "$rpid" -gt 1 ] || fail "no replicator pid: '$rpid'"
 kill -9 "$rpid"
 rm -f "$HOLD"

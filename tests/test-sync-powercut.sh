@@ -88,7 +88,8 @@ take_back ()
 # primary's alone) during the stamped writes; then the writer ends.
 cut_both ()
 {
-    cut "$(replicator_pid)" "$PRI_PID" "$SEC_PID"
+    replicator_pid >/dev/null
+    cut "$REPL_PID" "$PRI_PID" "$SEC_PID"
     take_back primary
     take_back secondary may-be-none
     SEC_TAKEN=$((SEC_TAKEN + TAKEN))
@@ -96,7 +97,8 @@ cut_both ()
 }
 cut_primary ()
 {
-    cut "$(replicator_pid)" "$PRI_PID"
+    replicator_pid >/dev/null
+    cut "$REPL_PID" "$PRI_PID"
     take_back primary
     wait $WRITER || { cat "$TMPD/stamp.out"; fail "the writer failed"; }
 }

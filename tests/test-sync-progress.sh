@@ -28,6 +28,14 @@ for c in range(1, 10):
 wait_field "$TMPD/pri.ctl" bitmap tracking 30
 start_secondary "$TMPD/sec.img"
 wait_field "$TMPD/pri.ctl" sync_phase resync 30
+# A wait-synced that times out now says why: the resync, not the seqs.
+rc=0
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 0.5 \
+    2>"$TMPD/ws.err" || rc=$?
+cat "$TMPD/ws.err"
+[ $rc = 1 ] || fail "wait-synced during the resync: exit $rc"
+grep -q "timed out after 0.5 s: resync still running" "$TMPD/ws.err" ||
+    fail "wait-synced's timeout does not name the running resync"
 # Chunks the walk has not reached yet.
 nbdsh -u "$(pri_uri)" -c '
 import os

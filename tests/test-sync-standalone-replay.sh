@@ -23,7 +23,8 @@ start_primary "$TMPD/pri.img" async
 # records stay in the log.
 kill -9 $SEC_PID; wait $SEC_PID 2>/dev/null || true
 nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"\x5a" * 1048576, 10 << 20)'
-rp=$(replicator_pid)
+replicator_pid >/dev/null
+rp=$REPL_PID
 kill -9 $PRI_PID $rp; wait $PRI_PID 2>/dev/null || true
 
 start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" \

@@ -11,6 +11,7 @@
  *   replicactl demote PATH
  */
 #include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
@@ -441,6 +442,50 @@ parse_timeout (const char *arg, double *timeout)
   return 0;
 }
 
+/* Append ", " and a printf'd reason to buf (of len bytes). */
+static void __attribute__ ((format (printf, 3, 4)))
+add_reason (char *buf, size_t len, const char *fmt, ...)
+{
+  size_t n = strlen (buf);
+  va_list ap;
+
+  if (n && n + 2 < len) {
+    strcpy (buf + n, "; ");
+    n += 2;
+  }
+  va_start (ap, fmt);
+  vsnprintf (buf + n, len - n, fmt, ap);
+  va_end (ap);
+}
+
+/* What keeps status o from being "synced" up to target, in words. */
+static void
+unsynced_reasons (json_object *o, uint64_t target, bool syncing,
+                  bool outdated, char *buf, size_t len)
+{
+  const char *link = field_str (o, "link");
+  const char *err = field_str (o, "link_error");
+  const char *bitmap = field_str (o, "bitmap");
+  uint64_t acked = field_u64 (o, "acked_seq");
+
+  buf[0] = '\0';
+  if (syncing)
+    add_reason (buf, len, "%s still running (%" PRIu64 " of %" PRIu64
+                " bytes compared)", field_str (o, "sync_phase"),
+                field_u64 (o, "sync_done_bytes"),
+                field_u64 (o, "sync_total_bytes"));
+  if (!link || strcmp (link, "replicating") != 0)
+    add_reason (buf, len, "link %s%s%s", link ? link : "?",
+                err ? ": " : "", err ? err : "");
+  if (acked < target)
+    add_reason (buf, len, "the peer acknowledged seq %" PRIu64 " of %"
+                PRIu64, acked, target);
+  if (bitmap && strcmp (bitmap, "off") != 0)
+    add_reason (buf, len, "dirty bitmap %s", bitmap);
+  if (outdated)
+    add_reason (buf, len, "the peer is still marked outdated");
+}
+
 /* Exit 0 once the peer acknowledged (made durable and applied) every
  * record up to the last one written when the command started.  On a
  * terminal, a sync or resync pass running meanwhile shows its progress.
@@ -510,12 +555,12 @@ cmd_wait_synced (int argc, char **argv)
       return 0;
     }
     if (timeout >= 0 && mono_sec () - start >= timeout) {
+      char why[1024];
+
+      unsynced_reasons (o, target, syncing, outdated, why, sizeof why);
       progress_clear ();
-      fprintf (stderr, "replicactl: wait-synced: timed out after %g s: the "
-               "peer acknowledged seq %" PRIu64 " of %" PRIu64 " (link %s%s%s)\n",
-               timeout, acked, target, link ? link : "?",
-               field_str (o, "link_error") ? ": " : "",
-               field_str (o, "link_error") ? field_str (o, "link_error") : "");
+      fprintf (stderr, "replicactl: wait-synced: timed out after %g s: "
+               "%s\n", timeout, why);
       json_object_put (o);
       return 1;
     }
@@ -536,9 +581,13 @@ cmd_set_mode (int argc, char **argv)
   char *reply;
   int ret = 1;
 
-  if (argc != 2 || (strcmp (argv[1], "sync") != 0 &&
-                    strcmp (argv[1], "async") != 0))
+  if (argc != 2)
     usage (stderr, 2);
+  if (strcmp (argv[1], "sync") != 0 && strcmp (argv[1], "async") != 0) {
+    fprintf (stderr, "replicactl: set-mode: '%s' is not sync or async\n",
+             argv[1]);
+    return 2;
+  }
   if (!control_path) {
     fprintf (stderr, "replicactl: set-mode needs --control SOCKET\n");
     return 2;
