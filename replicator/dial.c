@@ -183,6 +183,8 @@ dial_expired (struct dial *d, const struct options *o, char *why,
 {
   snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s "
             "timed out", d->target, DIAL_HOST_MAX, o->bind);
+  if (d->next)
+    msg ("%s; trying the next address", d->last_err);
   if (d->fd >= 0)
     close (d->fd);
   d->fd = -1;

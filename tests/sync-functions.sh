@@ -110,7 +110,7 @@ wait_initial_sync ()
         kill -0 $SEC_PID 2>/dev/null ||
             { cat "$TMPD/sec.err" >&2; fail "the secondary exited"; }
         read -r phase passes < <(status_get "$TMPD/pri.ctl" \
-                                     sync_phase sync_passes || true)
+                                     sync_phase sync_passes || true) || true
         st=$(status_get "$TMPD/sec.ctl" state 2>/dev/null || true)
         [ "$st" = inconsistent ] && SAW_INCONSISTENT=1
         if [ "$phase" = initial-sync ]; then

@@ -8,16 +8,16 @@
 # the lag drains, the volumes end byte-identical and crash-consistent.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
-[ "$(id -u)" = 0 ] || { echo "$0: needs root (network namespaces)"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
 requires ip netns list
 make_tmpdir
 make_psk
 NS=replica-$$
 VP=rp$$
 VS=rs$$
-NET=10.$(( $$ % 200 + 20 )).$(( $$ / 200 % 250 )).
+NET=198.$(( 18 + $$ % 2 )).$(( $$ / 2 % 250 )).   # RFC 2544: nobody's LAN
 PORT=10809
-ip netns add "$NS" || { echo "$0: cannot create a network namespace"; exit 77; }
+ip netns add "$NS" || skip "cannot create a network namespace"
 cleanup_fn "ip netns del $NS 2>/dev/null; ip link del $VP 2>/dev/null"
 ip link add "$VP" type veth peer name "$VS"
 ip link set "$VS" netns "$NS"

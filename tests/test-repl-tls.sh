@@ -61,6 +61,8 @@ PRI_PID=$NBDKIT_PID
 sleep 3
 [ "$(status_field "$TMPD/pri.ctl" link)" != replicating ] ||
     fail "a TLS-only secondary accepted a plaintext link"
+status_field "$TMPD/pri.ctl" link_error | grep -qiE "tls|starttls|encrypt|refus|handshake" ||
+    fail "link_error does not name the refusal: $(status_field "$TMPD/pri.ctl" link_error)"
 stop_nbdkit
 NBDKIT_PID=$SEC_PID
 stop_nbdkit
@@ -189,6 +191,8 @@ start_x509_primary
 sleep 3
 [ "$(status_field "$TMPD/pri.ctl" link)" != replicating ] ||
     fail "replicating to a secondary whose certificate another CA signed"
+status_field "$TMPD/pri.ctl" link_error | grep -qiE "tls|certificate|handshake|verif" ||
+    fail "link_error does not name the certificate: $(status_field "$TMPD/pri.ctl" link_error)"
 "$REPLICACTL" log-dump "$TMPD/sec.log" | grep -q "^flags.*paired" &&
     fail "the impostor was paired"
 stop_pair

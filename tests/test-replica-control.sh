@@ -47,6 +47,7 @@ EOF
 silent=$!
 register_pid $silent
 for _ in $(seq 1 50); do [ -e "$TMPD/silent.ready" ] && break; sleep 0.1; done
+[ -e "$TMPD/silent.ready" ] || fail "the silent clients did not connect"
 t0=$(date +%s%N)
 status_field "$CTL" state >/dev/null || fail "status failed behind silent clients"
 ms=$((($(date +%s%N) - t0) / 1000000))
@@ -97,6 +98,7 @@ EOF
 mute=$!
 register_pid $mute
 for _ in $(seq 1 50); do [ -S "$TMPD/mute.ctl" ] && break; sleep 0.1; done
+[ -S "$TMPD/mute.ctl" ] || fail "the mute server did not start"
 t0=$(date +%s%N)
 rc=0
 "$REPLICACTL" --control "$TMPD/mute.ctl" wait-synced --timeout 1 \
@@ -106,6 +108,7 @@ cat "$TMPD/mute.out"
 echo "wait-synced --timeout 1 against a mute server: rc $rc after $ms ms"
 [ $rc -ne 0 ] || fail "wait-synced succeeded against a mute server"
 [ "$ms" -lt 3000 ] || fail "wait-synced --timeout 1 took $ms ms"
+grep -q "timed out" "$TMPD/mute.out" || fail "no timeout reported"
 kill $mute; wait $mute 2>/dev/null || true
 rc=0
 "$REPLICACTL" --control "$TMPD/mute.ctl" wait-synced --timeout nan \

@@ -45,6 +45,8 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 [ -e "$TMPD/forked" ] || fail "the replicator's child never reached execv"
+kids=$(pgrep -P "$pid" || true)
+for k in $kids; do register_pid "$k"; done
 t0=$(date +%s%N)
 kill -TERM "$pid"
 # A child of this shell: once it has exited it is a zombie until the
@@ -67,6 +69,7 @@ echo "nbdkit exited ${ms} ms after SIGTERM"
 [ "$ms" -lt 5000 ] || { cat "$TMPD/stop.err"; fail "nbdkit took $ms ms to stop: it waited for a replicator that missed the SIGTERM"; }
 sleep 7      # past the exec the child would have made
 left=$(pgrep -f -- "--control $TMPD/stop.ctl" || true)
+for k in $kids; do kill -0 "$k" 2>/dev/null && left="$left $k"; done
 [ -z "$left" ] || { kill -9 $left; fail "a replicator was left running: $left"; }
 
 # 3. nbdkit as pid 1 of a new pid namespace.
@@ -98,6 +101,6 @@ if unshare --pid --fork --mount-proc true 2>/dev/null; then
     kill -0 "$upid" 2>/dev/null && fail "nbdkit as pid 1 did not stop"
     wait "$upid" || true
 else
-    echo "SKIP part 3: cannot make a pid namespace here"
+    skip "part 3: cannot make a pid namespace here"
 fi
 echo "PASS"

@@ -169,7 +169,7 @@ EOF
     timeout 20 unshare -m bash "$TMPD/ro.sh" > "$TMPD/ro.out" 2>&1 ||
         rc=$?
     if [ $rc = 99 ]; then
-        echo "not-writable: skipped (cannot mount a read-only tmpfs)"
+        skip "not-writable: cannot mount a read-only tmpfs"
     else
         [ $rc -ne 0 ] && [ $rc -ne 124 ] ||
             { cat "$TMPD/ro.out"; fail "not-writable: exit status $rc"; }
@@ -178,7 +178,7 @@ EOF
         echo "not-writable: exit $rc: $(grep error "$TMPD/ro.out")"
     fi
 else
-    echo "not-writable: skipped (unshare -m is not permitted here)"
+    skip "not-writable: unshare -m is not permitted here"
 fi
 
 # Each failure printed exactly one error line.

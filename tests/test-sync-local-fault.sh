@@ -61,7 +61,7 @@ until_resent ()
     local i phase sent
     for i in $(seq 1 300); do
         read -r phase sent < <(status_get "$TMPD/pri.ctl" sync_phase \
-                                   sync_sent_bytes)
+                                   sync_sent_bytes || true) || true
         [ "$phase" = initial-sync ] && [ "$sent" -ge "$1" ] && return 0
         sleep 0.1
     done
