@@ -131,8 +131,10 @@ for round in kill failover; do
     replicator_pid >/dev/null
     kill -9 "$REPL_PID" $PRI_PID
     wait $PRI_PID 2>/dev/null || true
-    "$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>/dev/null &&
+    "$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>"$TMPD/promote.err" &&
         fail "promote without --force during an in-place sync"
+    grep -q "being resynced" "$TMPD/promote.err" ||
+        fail "promote refused for another reason: $(cat "$TMPD/promote.err")"
     "$REPLICACTL" --control "$TMPD/sec.ctl" promote --force ||
         fail "promote --force"
     rm -f "$TMPD/trigger"

@@ -101,8 +101,10 @@ for round in replicator primary failover failover-restarts; do
             [ "$(status_field "$TMPD/sec.ctl" resync)" = pending ] ||
                 fail "$round: the restarted secondary's resync is not pending"
         fi
-        "$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>/dev/null &&
+        "$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>"$TMPD/promote.err" &&
             fail "promote without --force during a resync"
+        grep -q "being resynced" "$TMPD/promote.err" ||
+            fail "promote refused for another reason: $(cat "$TMPD/promote.err")"
         "$REPLICACTL" --control "$TMPD/sec.ctl" promote --force ||
             fail "promote --force"
         $STAMP check "$(sec_uri)" $BLOCKS "$TMPD/stamp.log" --mode async ||

@@ -223,8 +223,10 @@ cut_both
 start_secondary "$TMPD/sec.img"
 [ "$(status_field "$TMPD/sec.ctl" state)" = inconsistent ] ||
     fail "4: the cut secondary says '$(status_field "$TMPD/sec.ctl" state)'"
-"$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>/dev/null &&
+"$REPLICACTL" --control "$TMPD/sec.ctl" promote 2>"$TMPD/promote.err" &&
     fail "4: an interrupted initial sync was promoted without --force"
+grep -q "being resynced" "$TMPD/promote.err" ||
+    fail "4: promote refused for another reason: $(cat "$TMPD/promote.err")"
 start_primary "$TMPD/pri.img" async
 check_stamps "$(pri_uri)" "4: the primary"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 120

@@ -61,6 +61,7 @@ done
 [ "$(status_field "$TMPD/pri.ctl" sync_phase)" = none ] ||
     fail "the resync did not end"
 echo "$samples status samples during the resync"
+[ "$samples" -ge 3 ] || fail "only $samples status samples during the resync"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60 ||
     fail "not synced at the end"
 same_volumes
