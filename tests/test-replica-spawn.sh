@@ -27,13 +27,13 @@ cat "$TMPD/refuse.err" | grep 'exited with status' || true
 grep -q 'restarting it in 4 s' "$TMPD/refuse.err" ||
     fail "the delay did not grow"
 
-# 2. The first child sleeps 6 s in execv (tests/faultinject.c); nbdkit
+# 2. The first child sleeps 3 s in execv (tests/faultinject.c); nbdkit
 #    gets SIGTERM meanwhile.
 shim="$BUILDDIR/tests/faultinject.so"
 [ -f "$shim" ] || fail "$shim is not built"
 saved_preload=${NBDKIT_PRELOAD:-}
 export NBDKIT_PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD }$shim"
-export REPLICA_FAULT_EXEC_SLEEP=6 REPLICA_FAULT_EXEC_MARK="$TMPD/forked"
+export REPLICA_FAULT_EXEC_SLEEP=3 REPLICA_FAULT_EXEC_MARK="$TMPD/forked"
 start_nbdkit "$TMPD/sock" "$TMPD/stop.err" file "$TMPD/disk.img" \
     replica-log="$TMPD/log2" replica-log-size=8M "${PEER[@]}" \
     replica-control="$TMPD/stop.ctl"
@@ -67,7 +67,7 @@ exited "$pid" || { cat "$TMPD/stop.err"; fail "nbdkit still runs 25 s after SIGT
 wait "$pid" || true
 echo "nbdkit exited ${ms} ms after SIGTERM"
 [ "$ms" -lt 5000 ] || { cat "$TMPD/stop.err"; fail "nbdkit took $ms ms to stop: it waited for a replicator that missed the SIGTERM"; }
-sleep 7      # past the exec the child would have made
+sleep 4      # past the exec the child would have made
 left=$(pgrep -f -- "--control $TMPD/stop.ctl" || true)
 for k in $kids; do kill -0 "$k" 2>/dev/null && left="$left $k"; done
 [ -z "$left" ] || { kill -9 $left; fail "a replicator was left running: $left"; }
