@@ -105,6 +105,7 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
   uint8_t *slot = NULL;
   uint64_t off;
   char *tmp = NULL;
+  struct stat st, lst;
   int fd = -1, e;
 
   size &= ~(uint64_t) (RLOG_BLOCK - 1);
@@ -133,7 +134,14 @@ rlog_create (const char *path, uint64_t size, unsigned role, char *err)
     free (tmp);
     return -1;
   }
-  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+  /* Still the file at tmp, a regular one with no other name: a creation
+   * that finished meanwhile linked it to path (and is about to remove
+   * tmp), and truncating it would destroy that new log.
+   */
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1 || fstat (fd, &st) == -1 ||
+      lstat (tmp, &lst) == -1 || !S_ISREG (st.st_mode) ||
+      st.st_dev != lst.st_dev || st.st_ino != lst.st_ino ||
+      st.st_nlink != 1) {
     snprintf (err, RLOG_ERRLEN, "%s is being created by another process",
               path);
     close (fd);

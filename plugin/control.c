@@ -50,8 +50,8 @@ socket_served (const struct sockaddr_un *addr)
   r = connect (fd, (const struct sockaddr *) addr, sizeof *addr);
   if (r == 0 || errno == EAGAIN || errno == EINPROGRESS)
     r = 1;                      /* accepted, or a full backlog */
-  else if (errno == ECONNREFUSED)
-    r = 0;
+  else if (errno == ECONNREFUSED || errno == ENOENT)
+    r = 0;                      /* a leftover, or gone meanwhile */
   else
     r = -1;
   close (fd);
@@ -118,7 +118,7 @@ control_bind (struct replica *rp)
         nbdkit_error ("replica-control: %s: %m", rep_path);
       goto fail;
     }
-    if (unlink (rep_path) == -1) {
+    if (unlink (rep_path) == -1 && errno != ENOENT) {
       nbdkit_error ("replica-control: cannot remove stale %s: %m",
                     rep_path);
       goto fail;
@@ -136,8 +136,11 @@ control_bind (struct replica *rp)
     nbdkit_error ("replica-control: bind: %s: %m", rep_path);
     goto fail;
   }
-  /* What we bound: at exit only that is removed (control_stop). */
-  if (lstat (rep_path, &st) == -1 || listen (fd, 16) == -1) {
+  /* What we bound: at exit only that is removed (control_stop).  After
+   * listen: before it, another nbdkit's probe would take it for a
+   * leftover.
+   */
+  if (listen (fd, 16) == -1 || lstat (rep_path, &st) == -1) {
     nbdkit_error ("replica-control: %s: %m", rep_path);
     goto fail;
   }
@@ -362,13 +365,24 @@ finish_client (struct replica *r, struct client *c)
     drop_client (c);
 }
 
-/* Read what c sent; serve it once its line is complete. */
+/* Read what c sent; serve it once its line is complete.  Nothing after
+ * the newline is consumed: after "attach" the replicator's first
+ * channel frames may already be queued behind it, and they are the
+ * channel's (a peek first, then a read of the line's bytes only).
+ */
 static void
 read_client (struct replica *r, struct client *c)
 {
-  ssize_t got = read (c->fd, c->line + c->n, sizeof c->line - 1 - c->n);
+  ssize_t got = recv (c->fd, c->line + c->n, sizeof c->line - 1 - c->n,
+                      MSG_PEEK);
   char *nl;
 
+  if (got > 0) {
+    nl = memchr (c->line + c->n, '\n', got);
+    if (nl)
+      got = nl - (c->line + c->n) + 1;
+    got = read (c->fd, c->line + c->n, got);
+  }
   if (got == -1) {
     if (errno != EINTR && errno != EAGAIN)
       drop_client (c);
@@ -445,26 +459,28 @@ control_thread (void *arg)
     for (int i = 0; i < CLIENTS_MAX; ++i) {
       if (clients[i].fd == -1)
         continue;
-      if (now >= clients[i].deadline) {
-        drop_client (&clients[i]);
-        continue;
-      }
       if (clients[i].deadline - now < timeout)
-        timeout = clients[i].deadline - now;
+        timeout = clients[i].deadline > now ? clients[i].deadline - now : 0;
       p[n] = (struct pollfd) { .fd = clients[i].fd, .events = POLLIN };
       idx[n++] = i;
     }
     p[n] = (struct pollfd) { .fd = r->control_fd, .events = POLLIN };
     idx[n++] = -1;
-    if (poll (p, n, timeout) <= 0)
+    if (poll (p, n, timeout) == -1)
       continue;
+    now = mono_ms ();
     for (int k = 0; k < n; ++k) {
-      if (!p[k].revents)
-        continue;
-      if (idx[k] == -1)
-        accept_client (r, clients);
-      else
+      if (idx[k] == -1) {
+        if (p[k].revents)
+          accept_client (r, clients);
+      }
+      else if (p[k].revents)
         read_client (r, &clients[idx[k]]);
+      /* Expired, and nothing came: a line that arrived while another
+       * command was served (a promote can take long) is still read.
+       */
+      else if (now >= clients[idx[k]].deadline)
+        drop_client (&clients[idx[k]]);
     }
   }
   for (int i = 0; i < CLIENTS_MAX; ++i)

@@ -16,17 +16,21 @@ MAGIC = 0x48435052
 NAMES = {1: 'CONFIG', 2: 'WRITTEN', 3: 'CONNECT', 4: 'DISCONNECT', 5: 'SHIP',
          6: 'TELL', 7: 'RESET', 8: 'SUMS_REQ'}
 
+def frame(typ, a=0, b=0, c=0, d=0, e=0, text=b''):
+    h = HDR.pack(MAGIC, VERSION, typ, a, b, c, d, e, len(text), 0)
+    crc = crc32c(h + text)
+    return HDR.pack(MAGIC, VERSION, typ, a, b, c, d, e, len(text), crc) + text
+
 class Chan:
-    def __init__(self, path):
+    # first: frames sent in the same write as the attach line.
+    def __init__(self, path, first=b''):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.connect(path)
-        self.s.sendall(b'attach\n')
+        self.s.sendall(b'attach\n' + first)
         self.buf = b''
         self.log = []
     def send(self, typ, a=0, b=0, c=0, d=0, e=0, text=b''):
-        h = HDR.pack(MAGIC, VERSION, typ, a, b, c, d, e, len(text), 0)
-        crc = crc32c(h + text)
-        self.s.sendall(HDR.pack(MAGIC, VERSION, typ, a, b, c, d, e, len(text), crc) + text)
+        self.s.sendall(frame(typ, a, b, c, d, e, text))
     def recv(self, timeout):
         end = time.time() + timeout
         while True:

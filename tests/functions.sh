@@ -59,6 +59,17 @@ requires ()
     "$@" >/dev/null 2>&1 || skip "prerequisite is missing: $*"
 }
 
+# requires_env COMMAND...: a condition of the machine itself (its CPU,
+# its configuration) that installing packages cannot meet: a skip even
+# under REPLICA_TESTS_STRICT.
+requires_env ()
+{
+    if ! "$@" >/dev/null 2>&1; then
+        echo "$0: test skipped: this machine lacks: $*"
+        exit 77
+    fi
+}
+
 # A private scratch directory, removed at exit.
 make_tmpdir ()
 {

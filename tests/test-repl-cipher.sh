@@ -6,9 +6,9 @@
 # GnuTLS priority file alone.
 source "$SRCDIR/tests/functions.sh"
 source "$SRCDIR/tests/repl-functions.sh"
-requires grep -qw aes /proc/cpuinfo
-requires grep -qw pclmulqdq /proc/cpuinfo
-requires test ! -e /etc/gnutls/config
+requires_env grep -qw aes /proc/cpuinfo
+requires_env grep -qw pclmulqdq /proc/cpuinfo
+requires_env test ! -e /etc/gnutls/config
 make_tmpdir
 make_psk
 truncate -s 64M "$TMPD/pri.img" "$TMPD/sec.img"

@@ -10,7 +10,12 @@
 #     pause (the stop was seen only after 200 ms without any client);
 #  4. replicactl --timeout bounds every request: a server that accepts
 #     and never answers makes wait-synced --timeout 1 give up within
-#     about a second (each request waited 10 s), and "nan" is refused.
+#     about a second (each request waited 10 s), and "nan" is refused;
+#  5. a replicator's channel frames sent in the same write as its
+#     "attach" line reach the channel (the line was read 1023 bytes at a
+#     time, and what followed it was lost): tests/fakerepl.py sends its
+#     HELLO with the line, and status then names its pid as the
+#     replicator's (which only a HELLO sets).
 source "$SRCDIR/tests/functions.sh"
 make_tmpdir
 truncate -s 16M "$TMPD/disk.img" "$TMPD/disk2.img"
@@ -116,4 +121,29 @@ rc=0
 [ $rc = 2 ] || fail "--timeout nan: exit $rc, not 2"
 grep -q "is not a number of seconds" "$TMPD/nan.err" ||
     fail "--timeout nan: $(cat "$TMPD/nan.err")"
+# 5.
+truncate -s 16M "$TMPD/disk3.img"
+start_nbdkit "$TMPD/sock3" "$TMPD/c.err" file "$TMPD/disk3.img" \
+    replica-log="$TMPD/c.log" replica-log-size=8M \
+    replica-control="$TMPD/c.ctl" replica-replicator=external \
+    replica-peer=nbd://127.0.0.1:1/ replica-insecure=yes
+SRCDIR=$SRCDIR REPLICACTL=$REPLICACTL timeout 30 $PY - "$TMPD/c.ctl" <<'EOF' ||
+import json, os, subprocess, sys, time
+sys.path.insert(0, os.environ["SRCDIR"] + "/tests")
+from fakerepl import Chan, frame
+ch = Chan(sys.argv[1], first=frame(101, os.getpid(), text=b"nbd://fake"))
+ch.wait_for("CONFIG")
+for _ in range(50):
+    st = json.loads(subprocess.check_output(
+        [os.environ["REPLICACTL"], "--control", sys.argv[1], "status",
+         "--json"]))
+    if st.get("replicator_pid") == os.getpid():
+        print("the HELLO sent with the attach line was taken")
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit("status says replicator_pid %s, not %d" % (st.get("replicator_pid"),
+                                                     os.getpid()))
+EOF
+    fail "the HELLO sent with the attach line was lost"
+stop_nbdkit
 echo PASS

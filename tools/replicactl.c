@@ -442,7 +442,7 @@ parse_timeout (const char *arg, double *timeout)
   return 0;
 }
 
-/* Append ", " and a printf'd reason to buf (of len bytes). */
+/* Append "; " and a printf'd reason to buf (of len bytes). */
 static void __attribute__ ((format (printf, 3, 4)))
 add_reason (char *buf, size_t len, const char *fmt, ...)
 {
