@@ -89,6 +89,45 @@ run_nbdkit ()
     fi
 }
 
+# spawn_nbdkit ERRLOG COMMAND...: COMMAND (nbdkit -f ..., or a command
+# that execs it: "ip netns exec NS nbdkit ...") in the background with
+# the sanitizer runtime preloaded, stderr appended to ERRLOG; registered
+# for the cleanup; sets NBDKIT_PID.  exec: $! is nbdkit itself, not a
+# subshell running it (killing the subshell would leave nbdkit running,
+# still holding the log).
+spawn_nbdkit ()
+{
+    local errlog=$1
+    shift
+    (
+        if [ -n "$NBDKIT_PRELOAD" ]; then
+            export LD_PRELOAD="$NBDKIT_PRELOAD"
+        fi
+        exec "$@"
+    ) 2>>"$errlog" &
+    NBDKIT_PID=$!
+    register_pid $NBDKIT_PID
+    _errlogs[$NBDKIT_PID]=$errlog
+}
+
+# wait_control CTL [SECONDS]: until the nbdkit spawned last answers
+# status on its control socket CTL (30 s at most).
+wait_control ()
+{
+    local ctl=$1 secs=${2:-30} i
+    for i in $(seq 1 $((secs * 10))); do
+        [ -S "$ctl" ] &&
+            "$REPLICACTL" --control "$ctl" status >/dev/null 2>&1 &&
+            return 0
+        if ! kill -0 $NBDKIT_PID 2>/dev/null; then
+            cat "${_errlogs[$NBDKIT_PID]}" >&2
+            fail "nbdkit exited during startup"
+        fi
+        sleep 0.1
+    done
+    fail "nbdkit did not answer on $ctl within $secs s"
+}
+
 # start_nbdkit SOCKET LOGFILE ARGS...: start nbdkit -f serving unix SOCKET
 # in the background with the replica filter, stderr to LOGFILE; wait until
 # the socket accepts (at READY_URI if set: a TLS server); sets NBDKIT_PID.
@@ -97,17 +136,7 @@ start_nbdkit ()
     local sock=$1 errlog=$2
     shift 2
     rm -f "$sock"
-    # exec: $! must be nbdkit itself, not a subshell running it (killing
-    # the subshell would leave nbdkit running, still holding the log).
-    (
-        if [ -n "$NBDKIT_PRELOAD" ]; then
-            export LD_PRELOAD="$NBDKIT_PRELOAD"
-        fi
-        exec nbdkit -f -U "$sock" --filter="$FILTER" "$@"
-    ) 2>>"$errlog" &
-    NBDKIT_PID=$!
-    register_pid $NBDKIT_PID
-    _errlogs[$NBDKIT_PID]=$errlog
+    spawn_nbdkit "$errlog" nbdkit -f -U "$sock" --filter="$FILTER" "$@"
     local i
     for i in $(seq 1 300); do
         if [ -S "$sock" ] &&

@@ -40,39 +40,24 @@ echo "peerhost in $PNS: $order"
 requires_env test "$order" = "${NET}2 ${NET}3 "  # the resolver's order
 
 truncate -s 16M "$TMPD/pri.img" "$TMPD/sec.img"
-(
-    [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
-    exec ip netns exec "$SNS" nbdkit -f -p $PORT -i "${NET}3" \
-        --tls=require --tls-psk="$TMPD/keys.psk" --filter="$FILTER" \
-        file "$TMPD/sec.img" replica-role=secondary \
-        replica-log="$TMPD/sec.log" replica-log-size=16M \
-        replica-control="$TMPD/sec.ctl"
-) 2>>"$TMPD/sec.err" &
-SEC_PID=$!
-register_pid $SEC_PID
-for _ in $(seq 1 100); do
-    [ -S "$TMPD/sec.ctl" ] && break
-    kill -0 $SEC_PID || { cat "$TMPD/sec.err"; fail "secondary exited"; }
-    sleep 0.1
-done
+# ("ip netns exec" execs nbdkit: the PIDs are nbdkit's.)
+spawn_nbdkit "$TMPD/sec.err" ip netns exec "$SNS" nbdkit -f -p $PORT \
+    -i "${NET}3" --tls=require --tls-psk="$TMPD/keys.psk" \
+    --filter="$FILTER" file "$TMPD/sec.img" replica-role=secondary \
+    replica-log="$TMPD/sec.log" replica-log-size=16M \
+    replica-control="$TMPD/sec.ctl"
+SEC_PID=$NBDKIT_PID
+wait_control "$TMPD/sec.ctl"
 
 rm -f "$TMPD/pri.sock"
-(
-    [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
-    exec ip netns exec "$PNS" nbdkit -f -U "$TMPD/pri.sock" \
-        --filter="$FILTER" file "$TMPD/pri.img" \
-        replica-log="$TMPD/pri.log" replica-log-size=16M \
-        replica-control="$TMPD/pri.ctl" replica-mode=async \
-        replica-peer="nbds://replica@peerhost:$PORT/" \
-        replica-tls-psk="$TMPD/keys.psk" replica-bind="${NET}1"
-) 2>>"$TMPD/pri.err" &
-PRI_PID=$!
-register_pid $PRI_PID
-for _ in $(seq 1 100); do
-    [ -S "$TMPD/pri.ctl" ] && break
-    kill -0 $PRI_PID || { cat "$TMPD/pri.err"; fail "primary exited"; }
-    sleep 0.1
-done
+spawn_nbdkit "$TMPD/pri.err" ip netns exec "$PNS" nbdkit -f \
+    -U "$TMPD/pri.sock" --filter="$FILTER" file "$TMPD/pri.img" \
+    replica-log="$TMPD/pri.log" replica-log-size=16M \
+    replica-control="$TMPD/pri.ctl" replica-mode=async \
+    replica-peer="nbds://replica@peerhost:$PORT/" \
+    replica-tls-psk="$TMPD/keys.psk" replica-bind="${NET}1"
+PRI_PID=$NBDKIT_PID
+wait_control "$TMPD/pri.ctl"
 replicator_pid >/dev/null
 if ! wait_field "$TMPD/pri.ctl" link replicating 30; then
     cat "$TMPD/pri.err"

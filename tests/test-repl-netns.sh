@@ -34,22 +34,13 @@ sec_uri () {
 }
 # The secondary, inside the namespace ("ip netns exec" execs nbdkit, so
 # the PID is nbdkit's).
-READY_URI=$(sec_uri)
-(
-    [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
-    exec ip netns exec "$NS" nbdkit -f -p $PORT -i "${NET}2" \
-        --tls=require --tls-psk="$TMPD/keys.psk" --filter="$FILTER" \
-        file "$TMPD/sec.img" replica-role=secondary \
-        replica-log="$TMPD/sec.log" replica-log-size=32M \
-        replica-control="$TMPD/sec.ctl"
-) 2>>"$TMPD/sec.err" &
-SEC_PID=$!
-register_pid $SEC_PID
-for i in $(seq 1 100); do
-    nbdinfo --size "$READY_URI" >/dev/null 2>&1 && break
-    kill -0 $SEC_PID || { cat "$TMPD/sec.err"; fail "secondary exited"; }
-    sleep 0.1
-done
+spawn_nbdkit "$TMPD/sec.err" ip netns exec "$NS" nbdkit -f -p $PORT \
+    -i "${NET}2" --tls=require --tls-psk="$TMPD/keys.psk" \
+    --filter="$FILTER" file "$TMPD/sec.img" replica-role=secondary \
+    replica-log="$TMPD/sec.log" replica-log-size=32M \
+    replica-control="$TMPD/sec.ctl"
+SEC_PID=$NBDKIT_PID
+wait_control "$TMPD/sec.ctl"
 
 start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" file "$TMPD/pri.img" \
     replica-log="$TMPD/pri.log" replica-log-size=64M \

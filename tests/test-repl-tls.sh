@@ -147,28 +147,16 @@ expect_fail tls-no-keys "needs a PSK or X.509 certificates" \
 # certificate of DIR; sets SEC_PID, PORT.
 start_x509_secondary ()
 {
-    local i dir=$1
+    local dir=$1
     shift
     PORT=$(free_port)
-    (
-        [ -n "$NBDKIT_PRELOAD" ] && export LD_PRELOAD="$NBDKIT_PRELOAD"
-        exec nbdkit -f -p "$PORT" -i 127.0.0.1 --tls=require \
-            --tls-certificates="$dir" "$@" --filter="$FILTER" \
-            file "$TMPD/sec.img" replica-role=secondary \
-            replica-log="$TMPD/sec.log" replica-log-size=16M \
-            replica-control="$TMPD/sec.ctl"
-    ) 2>>"$TMPD/sec.err" &
-    SEC_PID=$!
-    register_pid $SEC_PID
-    for i in $(seq 1 300); do
-        [ -S "$TMPD/sec.ctl" ] &&
-            "$REPLICACTL" --control "$TMPD/sec.ctl" status >/dev/null 2>&1 &&
-            return 0
-        kill -0 $SEC_PID 2>/dev/null ||
-            { cat "$TMPD/sec.err" >&2; fail "the secondary exited"; }
-        sleep 0.1
-    done
-    fail "the secondary did not start"
+    spawn_nbdkit "$TMPD/sec.err" nbdkit -f -p "$PORT" -i 127.0.0.1 \
+        --tls=require --tls-certificates="$dir" "$@" --filter="$FILTER" \
+        file "$TMPD/sec.img" replica-role=secondary \
+        replica-log="$TMPD/sec.log" replica-log-size=16M \
+        replica-control="$TMPD/sec.ctl"
+    SEC_PID=$NBDKIT_PID
+    wait_control "$TMPD/sec.ctl"
 }
 start_x509_primary ()
 {
