@@ -204,6 +204,9 @@ confirm_block (uint64_t off, uint32_t i, uint64_t gen)
 
   if (!buf)
     return -1;
+  if (replica_debug_sync)
+    nbdkit_debug ("replica: verify: confirming the block at %" PRIu64,
+                  start);
   for (int tries = 0; ; ++tries) {
     uint64_t now = now_ns () / 1000000;
     unsigned left = now < deadline ? (deadline - now + 999) / 1000 : 0;

@@ -45,12 +45,14 @@ start_secondary ()
     SEC_PID=$NBDKIT_PID
 }
 
-# start_primary DISK MODE [ARGS...]: sets PRI_PID.
+# start_primary DISK MODE [ARGS...]: sets PRI_PID.  $PRI_NBDKIT_OPTS:
+# nbdkit options before the plugin (-v -D replica.sync=1).
 start_primary ()
 {
     local disk=$1 mode=$2
     shift 2
-    start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" \
+    # shellcheck disable=SC2086
+    start_nbdkit "$TMPD/pri.sock" "$TMPD/pri.err" ${PRI_NBDKIT_OPTS:-} \
         file "$disk" replica-log="$TMPD/pri.log" \
         replica-log-size="${LOG_SIZE:-64M}" replica-control="$TMPD/pri.ctl" \
         replica-mode="$mode" \

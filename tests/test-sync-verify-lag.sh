@@ -12,7 +12,8 @@ make_psk
 use_fault_shim "$TMPD/sec.img"
 truncate -s 64M "$TMPD/pri.img" "$TMPD/sec.img"
 start_secondary "$TMPD/sec.img"
-start_primary "$TMPD/pri.img" async
+# -D replica.sync=1: the verify says which block it is confirming.
+PRI_NBDKIT_OPTS="-v -D replica.sync=1" start_primary "$TMPD/pri.img" async
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 60 ||
     fail "not synced"
 # Block 10 differs, behind the secondary's back.
@@ -26,7 +27,12 @@ nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"x" * 4096, 2000 * 4096)' ||
 vpid=$!
 register_pid $vpid
 wait_field "$TMPD/pri.ctl" verify_state running 10
-sleep 2                         # the verify reaches block 10
+for _ in $(seq 1 200); do
+    grep -q "verify: confirming the block at 40960\$" "$TMPD/pri.err" && break
+    sleep 0.1
+done
+grep -q "verify: confirming the block at 40960\$" "$TMPD/pri.err" ||
+    fail "the verify never got to confirm block 10"
 [ -f "$TMPD/trigger" ] && fail "the secondary did not lag"
 t0=$(date +%s%N)
 nbdsh -u "$(pri_uri)" -c 'h.pwrite(b"z" * 4096, 10 * 4096)' ||
