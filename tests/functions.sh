@@ -110,22 +110,34 @@ spawn_nbdkit ()
     _errlogs[$NBDKIT_PID]=$errlog
 }
 
-# wait_control CTL [SECONDS]: until the nbdkit spawned last answers
-# status on its control socket CTL (30 s at most).
-wait_control ()
+# wait_until SECONDS WHY COMMAND...: until COMMAND succeeds (tried every
+# 0.1 s), else fail with WHY.  While $WATCH_PID is set, fail at once
+# (with its log) if that process exits meanwhile.
+wait_until ()
 {
-    local ctl=$1 secs=${2:-30} i
+    local secs=$1 why=$2 i
+    shift 2
     for i in $(seq 1 $((secs * 10))); do
-        [ -S "$ctl" ] &&
-            "$REPLICACTL" --control "$ctl" status >/dev/null 2>&1 &&
-            return 0
-        if ! kill -0 $NBDKIT_PID 2>/dev/null; then
-            cat "${_errlogs[$NBDKIT_PID]}" >&2
+        "$@" >/dev/null 2>&1 && return 0
+        if [ -n "${WATCH_PID:-}" ] && ! kill -0 "$WATCH_PID" 2>/dev/null; then
+            cat "${_errlogs[$WATCH_PID]:-/dev/null}" >&2
             fail "nbdkit exited during startup"
         fi
         sleep 0.1
     done
-    fail "nbdkit did not answer on $ctl within $secs s"
+    [ -z "${WATCH_PID:-}" ] || cat "${_errlogs[$WATCH_PID]:-/dev/null}" >&2
+    fail "$why"
+}
+
+_answers () { [ -S "$1" ] && "$REPLICACTL" --control "$1" status; }
+_serves () { [ -S "$1" ] && nbdinfo --size "$2"; }
+
+# wait_control CTL [SECONDS]: until the nbdkit spawned last answers
+# status on its control socket CTL (30 s at most).
+wait_control ()
+{
+    WATCH_PID=$NBDKIT_PID wait_until "${2:-30}" \
+        "nbdkit did not answer on $1 within ${2:-30} s" _answers "$1"
 }
 
 # start_nbdkit SOCKET LOGFILE ARGS...: start nbdkit -f serving unix SOCKET
@@ -137,21 +149,8 @@ start_nbdkit ()
     shift 2
     rm -f "$sock"
     spawn_nbdkit "$errlog" nbdkit -f -U "$sock" --filter="$FILTER" "$@"
-    local i
-    for i in $(seq 1 300); do
-        if [ -S "$sock" ] &&
-               nbdinfo --size "${READY_URI:-nbd+unix:///?socket=$sock}" \
-                       >/dev/null 2>&1; then
-            return 0
-        fi
-        if ! kill -0 $NBDKIT_PID 2>/dev/null; then
-            cat "$errlog" >&2
-            fail "nbdkit exited during startup"
-        fi
-        sleep 0.1
-    done
-    cat "$errlog" >&2
-    fail "nbdkit did not start within 30 s"
+    WATCH_PID=$NBDKIT_PID wait_until 30 "nbdkit did not start within 30 s" \
+        _serves "$sock" "${READY_URI:-nbd+unix:///?socket=$sock}"
 }
 
 # kill_nbdkit_hard: SIGKILL the nbdkit started last and wait for it.

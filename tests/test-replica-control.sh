@@ -51,8 +51,7 @@ time.sleep(30)
 EOF
 silent=$!
 register_pid $silent
-for _ in $(seq 1 50); do [ -e "$TMPD/silent.ready" ] && break; sleep 0.1; done
-[ -e "$TMPD/silent.ready" ] || fail "the silent clients did not connect"
+wait_until 5 "the silent clients did not connect" test -e "$TMPD/silent.ready"
 t0=$(date +%s%N)
 status_field "$CTL" state >/dev/null || fail "status failed behind silent clients"
 ms=$((($(date +%s%N) - t0) / 1000000))
@@ -102,8 +101,7 @@ while True:
 EOF
 mute=$!
 register_pid $mute
-for _ in $(seq 1 50); do [ -S "$TMPD/mute.ctl" ] && break; sleep 0.1; done
-[ -S "$TMPD/mute.ctl" ] || fail "the mute server did not start"
+wait_until 5 "the mute server did not start" test -S "$TMPD/mute.ctl"
 t0=$(date +%s%N)
 rc=0
 "$REPLICACTL" --control "$TMPD/mute.ctl" wait-synced --timeout 1 \
