@@ -254,7 +254,13 @@ peer_dial_check (const char *uri, const char *bind, struct peer_addr *a,
               "with --insecure, nbd://HOST:PORT/), not %s", uri);
     return -1;
   }
-  if (peer_bind_parse (bind, &local, &local_len, &local_family) == -1) {
+  if (!bind) {
+    /* No local address: any family, the kernel's choice of source. */
+    memset (&local, 0, sizeof local);
+    local_len = 0;
+    local_family = AF_UNSPEC;
+  }
+  else if (peer_bind_parse (bind, &local, &local_len, &local_family) == -1) {
     snprintf (why, whylen, "'%s' is not a numeric IPv4 or IPv6 address",
               bind);
     return -1;
@@ -268,7 +274,7 @@ peer_dial_check (const char *uri, const char *bind, struct peer_addr *a,
   }
   /* A numeric peer address of the other family can never be reached. */
   peer_family = numeric_family (a->host);
-  if (peer_family != AF_UNSPEC && peer_family != local_family) {
+  if (bind && peer_family != AF_UNSPEC && peer_family != local_family) {
     snprintf (why, whylen, "%s is an %s address, the peer %s an %s one",
               bind, local_family == AF_INET ? "IPv4" : "IPv6", a->host,
               peer_family == AF_INET ? "IPv4" : "IPv6");

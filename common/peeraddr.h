@@ -47,6 +47,7 @@ extern int peer_bind_parse (const char *bind, struct sockaddr_storage *ss,
  * family of the peer's address if that is numeric (a name is resolved
  * at each connect).  0 with *a filled (peer_addr_free it) and, if ss is
  * not NULL, the local address; -1 with why (no option name in it).
+ * bind NULL: no local address (*sslen 0, *family AF_UNSPEC).
  */
 extern int peer_dial_check (const char *uri, const char *bind,
                             struct peer_addr *a,

@@ -1,18 +1,25 @@
-/* nbd-replicator: TCP connections from a chosen local address (--bind).
+/* nbd-replicator: our own TCP connections to the peer: from a chosen
+ * local address (--bind), and an address at a time.
  * Copyright (C) 2026 the nbd-replica authors.  BSD-3-Clause, see COPYING.
  *
- * libnbd 1.14 connects TCP sockets itself and cannot bind them to a
- * local address, so with --bind we make the connection and hand the
- * socket to libnbd (nbd_aio_connect_socket), giving the handle the
- * settings nbd_aio_connect_uri would have taken from the URI: the
- * export name (always WIRE_EXPORT_NAME), TLS, the user and the
- * tls-psk-file of the query (peer.c, configure).
+ * libnbd 1.14 connects TCP sockets itself, cannot bind them to a local
+ * address, and gives the whole connect one deadline (ours,
+ * CONNECT_TIMEOUT_MS): a peer name whose first address drops packets
+ * (an IPv6 address without a route that works, on a dual-stack name)
+ * would take all of it, every time, and the link would never come up.
+ * So we make the connection and hand the socket to libnbd
+ * (nbd_aio_connect_socket), giving the handle the settings
+ * nbd_aio_connect_uri would have taken from the URI: the export name
+ * (always WIRE_EXPORT_NAME), TLS, the user and the tls-psk-file of the
+ * query (peer.c, configure).  With --bind always; without it for a TCP
+ * peer with a PSK or in plaintext.
  *
  * One thing cannot be given: libnbd checks a server certificate only
  * against the host name it connected to itself, and a handle that got
  * its socket has none, so it would accept any certificate.  With TLS,
  * --bind therefore needs a PSK (which authenticates both ends); X.509
- * is refused at startup rather than silently left unchecked.
+ * is refused at startup rather than silently left unchecked, and
+ * without --bind an X.509 peer is left to libnbd's own connect.
  *
  * The connect is nonblocking, driven by the main loop like libnbd's
  * own: dial_start binds and connects to the first address of the
@@ -51,11 +58,41 @@ dial_free (struct dial *d)
   dial_init (d);
 }
 
+/* Without --bind: a TCP peer (no socket= in its URI) whose
+ * authentication does not need libnbd's own connect.
+ */
+static void
+dial_setup_auto (struct options *o)
+{
+  char reason[400];
+
+  if (!o->peer_plain && !o->tls_psk) {
+    struct peer_addr a;
+    bool uri_psk = peer_addr_parse (o->peer_uri, &a, reason,
+                                    sizeof reason) == 0 && a.uri_psk;
+
+    peer_addr_free (&a);
+    if (!uri_psk)
+      return;                   /* X.509: libnbd checks the host name */
+  }
+  if (peer_dial_check (o->peer_uri, NULL, &o->dial.peer, &o->dial.local,
+                       &o->dial.local_len, &o->dial.family, reason,
+                       sizeof reason) == -1) {
+    peer_addr_free (&o->dial.peer);
+    return;                     /* not TCP: libnbd's connect */
+  }
+  o->dial.on = true;
+}
+
 int
 dial_setup (struct options *o, char *why, size_t whylen)
 {
   char reason[400];
 
+  if (!o->bind) {
+    dial_setup_auto (o);
+    return 0;
+  }
   if (peer_dial_check (o->peer_uri, o->bind, &o->dial.peer, &o->dial.local,
                        &o->dial.local_len, &o->dial.family, reason,
                        sizeof reason) == -1) {
@@ -69,7 +106,18 @@ dial_setup (struct options *o, char *why, size_t whylen)
               "certificate");
     return -1;
   }
+  o->dial.on = true;
   return 0;
+}
+
+/* " from ADDR" with --bind, else "". */
+static const char *
+from (const struct options *o, char *buf, size_t len)
+{
+  if (!o->bind)
+    return "";
+  snprintf (buf, len, " from %.*s", DIAL_HOST_MAX, o->bind);
+  return buf;
 }
 
 void
@@ -87,7 +135,7 @@ try_next (struct dial *d, const struct options *o, char *why, size_t whylen)
 {
   while (d->next) {
     struct addrinfo *a = d->next;
-    char host[DIAL_HOST_MAX];
+    char host[DIAL_HOST_MAX], fbuf[DIAL_HOST_MAX + 8];
 
     d->next = a->ai_next;
     if (getnameinfo (a->ai_addr, a->ai_addrlen, host, sizeof host, NULL, 0,
@@ -103,7 +151,8 @@ try_next (struct dial *d, const struct options *o, char *why, size_t whylen)
       return -1;
     }
     /* A bind failure is the same for every address: give up. */
-    if (bind (d->fd, (const struct sockaddr *) &o->dial.local,
+    if (o->dial.local_len > 0 &&
+        bind (d->fd, (const struct sockaddr *) &o->dial.local,
               o->dial.local_len) == -1) {
       snprintf (why, whylen, "bind to %s: %m%s", o->bind,
                 errno == EADDRNOTAVAIL ? " (not an address of this host)"
@@ -118,8 +167,8 @@ try_next (struct dial *d, const struct options *o, char *why, size_t whylen)
       d->deadline_ms = now_ms () + DIAL_ADDR_TIMEOUT_MS;
       return 0;
     }
-    snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s: %m",
-              d->target, DIAL_HOST_MAX, o->bind);
+    snprintf (d->last_err, sizeof d->last_err, "connect to %s%s: %m",
+              d->target, from (o, fbuf, sizeof fbuf));
     close (d->fd);
     d->fd = -1;
   }
@@ -138,6 +187,9 @@ dial_start (struct dial *d, const struct options *o, char *why,
   memset (&hints, 0, sizeof hints);
   hints.ai_family = o->dial.family;     /* what the local address can reach */
   hints.ai_socktype = SOCK_STREAM;
+  /* (No AI_ADDRCONFIG, as libnbd: it would hide "localhost" in a
+   * network namespace with only its loopback up.)
+   */
   hints.ai_flags = AI_NUMERICSERV;
   err = getaddrinfo (o->dial.peer.host, o->dial.peer.port, &hints, &d->ai);
   if (err != 0) {
@@ -145,7 +197,8 @@ dial_start (struct dial *d, const struct options *o, char *why,
     snprintf (why, whylen, "getaddrinfo: host %s port %s: %s%s",
               o->dial.peer.host, o->dial.peer.port,
               err == EAI_SYSTEM ? strerror (errno) : gai_strerror (err),
-              err == EAI_NONAME || err == EAI_ADDRFAMILY || err == EAI_NODATA
+              o->bind && (err == EAI_NONAME || err == EAI_ADDRFAMILY ||
+                          err == EAI_NODATA)
               ? o->dial.family == AF_INET6 ? " (no IPv6 address to reach "
               "from the --bind address)" : " (no IPv4 address to reach "
               "from the --bind address)" : "");
@@ -163,6 +216,7 @@ dial_step (struct dial *d, const struct options *o, char *why,
 {
   int soerr = 0;
   socklen_t len = sizeof soerr;
+  char fbuf[DIAL_HOST_MAX + 8];
 
   if (getsockopt (d->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == -1)
     soerr = errno;
@@ -170,8 +224,8 @@ dial_step (struct dial *d, const struct options *o, char *why,
     return 1;
   if (soerr == EINPROGRESS || soerr == EALREADY)
     return 0;
-  snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s: %s",
-            d->target, DIAL_HOST_MAX, o->bind, strerror (soerr));
+  snprintf (d->last_err, sizeof d->last_err, "connect to %s%s: %s",
+            d->target, from (o, fbuf, sizeof fbuf), strerror (soerr));
   close (d->fd);
   d->fd = -1;
   return try_next (d, o, why, whylen);
@@ -181,8 +235,10 @@ int
 dial_expired (struct dial *d, const struct options *o, char *why,
               size_t whylen)
 {
-  snprintf (d->last_err, sizeof d->last_err, "connect to %s from %.*s "
-            "timed out", d->target, DIAL_HOST_MAX, o->bind);
+  char fbuf[DIAL_HOST_MAX + 8];
+
+  snprintf (d->last_err, sizeof d->last_err, "connect to %s%s timed out",
+            d->target, from (o, fbuf, sizeof fbuf));
   if (d->next)
     msg ("%s; trying the next address", d->last_err);
   if (d->fd >= 0)

@@ -168,7 +168,7 @@ options_parse (struct options *o, int argc, char **argv)
    * seen at each connect (it may come later, say a floating address),
    * and reported as the link's error.
    */
-  if (o->bind && dial_setup (o, why, sizeof why) == -1)
+  if (dial_setup (o, why, sizeof why) == -1)
     die ("%s", why);
 }
 

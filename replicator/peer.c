@@ -7,8 +7,9 @@
  *   HELLO --read--> WAIT --SHIP--> AUTH --CONTROL ok--> [RESYNC
  *   --CONTROL ok-->] SHIPPING
  *
- * DIALING only with --bind (dial.c: our own TCP connect, handed to
- * libnbd); RESYNC only if the SHIP asked for it (CHAN_SHIP_RESYNC).
+ * DIALING only with our own TCP connect (dial.c: --bind, or a TCP peer
+ * with a PSK or plaintext; handed to libnbd); RESYNC only if the SHIP
+ * asked for it (CHAN_SHIP_RESYNC).
  *
  * Any failure in any state closes the handle, drops what is in flight
  * and reports CHAN_LINKDOWN with one line; back to IDLE, waiting for
@@ -152,8 +153,8 @@ nbd_failed (struct repl *r, const char *what)
     peer_linkdown (r, "%s", e ? e : "unknown libnbd error");
 }
 
-/* The handle's settings.  Without --bind, nbd_aio_connect_uri adds
- * what the URI says; with it, we add that ourselves (dial.c).
+/* The handle's settings.  With libnbd's connect, nbd_aio_connect_uri
+ * adds what the URI says; with ours, we add that ourselves (dial.c).
  */
 static int
 configure (struct repl *r, struct nbd_handle *h)
@@ -174,7 +175,7 @@ configure (struct repl *r, struct nbd_handle *h)
        nbd_set_tls_certificates (h, o->tls_certificates) == -1) ||
       nbd_set_request_structured_replies (h, false) == -1)
     return -1;
-  if (!o->bind)
+  if (!o->dial.on)
     return 0;
   /* What nbd_aio_connect_uri would set from the URI, after the options
    * (so, as there, the URI's tls-psk-file wins).  The URI's path is
@@ -189,14 +190,15 @@ configure (struct repl *r, struct nbd_handle *h)
   return 0;
 }
 
-/* --bind: our connect is through; libnbd takes the socket over. */
+/* Our connect is through; libnbd takes the socket over. */
 static void
 dialed (struct repl *r)
 {
   struct peer *p = &r->peer;
   int fd = dial_take (&p->dial);
 
-  dbg ("connected to %s from %s", p->dial.target, r->opt->bind);
+  dbg ("connected to %s%s%s", p->dial.target, r->opt->bind ? " from " : "",
+       r->opt->bind ? r->opt->bind : "");
   /* Each address had its own time; TLS and the HELLO get theirs. */
   p->deadline_ms = now_ms () + CONNECT_TIMEOUT_MS;
   if (nbd_aio_connect_socket (p->h, fd) == -1) {
@@ -252,7 +254,7 @@ peer_connect (struct repl *r, uint64_t seq, uint64_t epoch, uint64_t lsn,
        o->bind ? o->bind : "", seq, epoch, lsn);
   /* One deadline for the TCP connect, TLS, NBD handshake and HELLO. */
   p->deadline_ms = now_ms () + CONNECT_TIMEOUT_MS;
-  if (o->bind) {
+  if (o->dial.on) {
     int ret = dial_start (&p->dial, o, why, sizeof why);
 
     p->state = PEER_DIALING;

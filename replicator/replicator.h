@@ -91,10 +91,14 @@ struct options {
   bool insecure;
   bool compress;                 /* --compress lz4 */
   const char *bind;              /* --bind ADDR, as given */
-  struct {                       /* --bind: what dial.c connects */
-    struct sockaddr_storage local;  /* ADDR, port 0 */
-    socklen_t local_len;
-    int family;                  /* of ADDR: the peer addresses tried */
+  struct {                       /* what dial.c connects, if on */
+    bool on;                     /* our own TCP connect (dial.c), not
+                                  * libnbd's: --bind, or a TCP peer
+                                  * with a PSK or plaintext */
+    struct sockaddr_storage local;  /* ADDR, port 0 (--bind only) */
+    socklen_t local_len;         /* 0: no --bind */
+    int family;                  /* of ADDR: the peer addresses tried
+                                  * (AF_UNSPEC without --bind) */
     struct peer_addr peer;       /* the URI's host, port, user, PSK file */
   } dial;
 };
@@ -175,7 +179,9 @@ struct dial {
   uint64_t deadline_ms;          /* for the one being tried (now_ms) */
   char last_err[512];            /* why the previous address failed */
 };
-/* Parse --bind and the peer URI for it; -1 with why: a startup error. */
+/* Parse --bind and the peer URI for it; -1 with why: a startup error.
+ * Without --bind, whether we dial a TCP peer ourselves (o->dial.on).
+ */
 extern int dial_setup (struct options *o, char *why, size_t whylen);
 extern void dial_options_free (struct options *o);
 extern void dial_init (struct dial *d);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# replica-bind with a peer name of two addresses, the first of which
-# drops every packet: the replicator gives each address its own time
-# (DIAL_ADDR_TIMEOUT_MS), so it reaches the second and replicates (one
-# deadline for the whole connect used to expire on the first address,
-# and each retry tried it first again: the link never came up).
+# A peer name of two addresses, the first of which drops every packet,
+# with replica-bind and then without it: the replicator gives each
+# address its own time (DIAL_ADDR_TIMEOUT_MS), so it reaches the second
+# and replicates (one deadline for the whole connect used to expire on
+# the first address, and each retry tried it first again: the link
+# never came up).
 #
 # Two network namespaces joined by a veth pair: the primary's (PNS,
 # .1) and the secondary's (SNS, .3).  In PNS the name "peerhost" lists
@@ -69,6 +70,32 @@ nbdsh -u "nbd+unix:///?socket=$TMPD/pri.sock" \
     -c 'h.pwrite(b"B" * 65536, 0)' || fail "the write"
 "$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30 ||
     fail "not synced"
+NBDKIT_PID=$PRI_PID stop_nbdkit
+
+# Without replica-bind the same: a TCP peer with a PSK is dialled an
+# address at a time too (libnbd's own connect would spend the whole
+# connect deadline on the first address, every time).
+rm -f "$TMPD/pri.sock"
+spawn_nbdkit "$TMPD/pri2.err" ip netns exec "$PNS" nbdkit -f \
+    -U "$TMPD/pri.sock" --filter="$FILTER" file "$TMPD/pri.img" \
+    replica-log="$TMPD/pri.log" replica-control="$TMPD/pri.ctl" \
+    replica-mode=async replica-peer="nbds://replica@peerhost:$PORT/" \
+    replica-tls-psk="$TMPD/keys.psk"
+PRI_PID=$NBDKIT_PID
+wait_control "$TMPD/pri.ctl"
+replicator_pid >/dev/null
+if ! wait_field "$TMPD/pri.ctl" link replicating 30; then
+    cat "$TMPD/pri2.err"
+    fail "without replica-bind, the link did not come up through the" \
+         "second address"
+fi
+grep -q "connect to ${NET}2 port $PORT timed out" "$TMPD/pri2.err" ||
+    { cat "$TMPD/pri2.err"; fail "without replica-bind, the first" \
+                                 "address's timeout was not logged"; }
+nbdsh -u "nbd+unix:///?socket=$TMPD/pri.sock" \
+    -c 'h.pwrite(b"C" * 65536, 65536)' || fail "the second write"
+"$REPLICACTL" --control "$TMPD/pri.ctl" wait-synced --timeout 30 ||
+    fail "not synced without replica-bind"
 NBDKIT_PID=$PRI_PID stop_nbdkit
 NBDKIT_PID=$SEC_PID stop_nbdkit
 cmp "$TMPD/pri.img" "$TMPD/sec.img" || fail "the volumes differ"

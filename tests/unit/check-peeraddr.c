@@ -56,6 +56,33 @@ START_TEST (test_defaults_and_decoding)
 }
 END_TEST
 
+/* No local address (the replicator dials a TCP peer itself without
+ * --bind): any family, nothing to bind, and a numeric peer of either
+ * family is fine.
+ */
+START_TEST (test_no_bind)
+{
+  struct peer_addr a;
+  struct sockaddr_storage ss;
+  socklen_t len = 99;
+  int family = -1;
+  char why[400];
+
+  ck_assert_int_eq (peer_dial_check ("nbds://[2001:db8::1]:10900/", NULL,
+                                     &a, &ss, &len, &family, why,
+                                     sizeof why), 0);
+  ck_assert_str_eq (a.host, "2001:db8::1");
+  ck_assert_int_eq (len, 0);
+  ck_assert_int_eq (family, AF_UNSPEC);
+  peer_addr_free (&a);
+  ck_assert_ptr_null (dial ("nbd://192.0.2.1/", NULL, &a));
+  peer_addr_free (&a);
+  /* Still only TCP peers. */
+  ck_assert_ptr_nonnull (dial ("nbds+unix:///?socket=/s", NULL, &a));
+  ck_assert_ptr_nonnull (dial ("nbds://h/?socket=/s", NULL, &a));
+}
+END_TEST
+
 /* What the replicator refuses at each start, the filter must refuse
  * at nbdkit's: every case here made the replicator exit while the
  * filter's own check let it through.
@@ -113,6 +140,7 @@ peeraddr_suite (void)
   TCase *tc = tcase_create ("parse");
 
   tcase_add_test (tc, test_defaults_and_decoding);
+  tcase_add_test (tc, test_no_bind);
   tcase_add_test (tc, test_refused);
   tcase_add_test (tc, test_rewrite_decodes_user);
   suite_add_tcase (s, tc);
