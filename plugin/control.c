@@ -260,7 +260,9 @@ reply_error (const char *why)
   return reply;
 }
 
-/* Returns true if fd was handed over (the replicator's channel). */
+/* Returns true if fd was handed over (the replicator's channel, a
+ * promote's worker); else it was answered and is the caller's.
+ */
 static bool
 serve_one (struct replica *r, int fd, const char *cmd)
 {
@@ -288,16 +290,9 @@ serve_one (struct replica *r, int fd, const char *cmd)
     reply = strdup (json_object_to_json_string (o));
     json_object_put (o);
   }
-  else if (strcmp (cmd, "promote") == 0 || strcmp (cmd, "promote --force") == 0) {
-    json_object *o = json_object_new_object ();
-
-    if (replica_promote (r, strcmp (cmd, "promote --force") == 0, &why) == 0)
-      add_str (o, "role", "primary");
-    else
-      add_str (o, "error", why);
-    reply = strdup (json_object_to_json_string (o));
-    json_object_put (o);
-  }
+  else if (strcmp (cmd, "promote") == 0 || strcmp (cmd, "promote --force") == 0)
+    /* On a thread of its own (control-promote.c), answered there. */
+    return control_promote (r, fd, strcmp (cmd, "promote --force") == 0);
   else {
     json_object *o = json_object_new_object ();
     add_str (o, "error", "unknown command");
@@ -360,7 +355,7 @@ finish_client (struct replica *r, struct client *c)
   if (fl != -1)
     fcntl (c->fd, F_SETFL, fl & ~O_NONBLOCK);
   if (serve_one (r, c->fd, c->line))
-    c->fd = -1;                 /* attached: the replicator's now */
+    c->fd = -1;                 /* handed over: no longer ours */
   else
     drop_client (c);
 }
@@ -477,7 +472,7 @@ control_thread (void *arg)
       else if (p[k].revents)
         read_client (r, &clients[idx[k]]);
       /* Expired, and nothing came: a line that arrived while another
-       * command was served (a promote can take long) is still read.
+       * command was served is still read.
        */
       else if (now >= clients[idx[k]].deadline)
         drop_client (&clients[idx[k]]);
@@ -513,6 +508,7 @@ control_stop (struct replica *r)
     pthread_join (r->control_thread, NULL);
     r->control_running = false;
   }
+  control_promote_wait ();
   if (r->control_fd >= 0) {
     struct stat st;
 
