@@ -192,6 +192,11 @@ status_json (struct replica *r)
   struct rlog_sb sb;
   char uuid[37];
   char *ret;
+  /* A promote asked for and not answered yet: the role may change any
+   * moment.  Read before the role: "secondary, not promoting" must
+   * never describe a node whose promote had already ended.
+   */
+  bool promoting = control_promoting ();
 
   pthread_mutex_lock (&r->log->sb_lock);
   sb = r->log->sb;
@@ -205,6 +210,7 @@ status_json (struct replica *r)
 
   pthread_mutex_lock (&r->state_lock);
   add_str (o, "role", rlog_role_name (sb.role));
+  json_object_object_add (o, "promoting", json_object_new_boolean (promoting));
   json_object_object_add (o, "outdated",
                           json_object_new_boolean (sb.flags & RLOG_SB_OUTDATED));
   add_str (o, "state", r->state != VOL_STANDALONE

@@ -105,6 +105,7 @@ extern int control_start (struct replica *r);
 extern void control_stop (struct replica *r);
 /* control-promote.c: a promote on a worker thread; true if it took fd. */
 extern bool control_promote (struct replica *r, int fd, bool force);
+extern bool control_promoting (void);
 extern void control_promote_wait (void);
 extern char *status_json (struct replica *r);
 

@@ -219,7 +219,8 @@ static void
 outcome_unknown (int sig)
 {
   static const char msg[] = "\nreplicactl: promote interrupted: the node may "
-    "or may not have been promoted (check its status)\n";
+    "or may not have been promoted (check its status: once it says "
+    "promoting false, its role is the outcome)\n";
 
   (void) sig;
   if (write (STDERR_FILENO, msg, sizeof msg - 1) == -1) {
@@ -272,7 +273,8 @@ cmd_promote (int argc, char **argv)
   free (reply);
   if (!o || !json_object_is_type (o, json_type_object)) {
     fprintf (stderr, "replicactl: promote: no valid reply from %s: the node "
-             "may or may not have been promoted (check its status)\n",
+             "may or may not have been promoted (check its status: once it says "
+             "promoting false, its role is the outcome)\n",
              control_path);
     ret = 3;
   }
