@@ -37,6 +37,8 @@
 #include <errno.h>
 #include <unistd.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "replicator.h"
@@ -147,7 +149,20 @@ try_next (struct dial *d, const struct options *o, char *why, size_t whylen)
     d->fd = socket (a->ai_family, a->ai_socktype | SOCK_NONBLOCK |
                     SOCK_CLOEXEC, a->ai_protocol);
     if (d->fd == -1) {
-      snprintf (why, whylen, "socket: %m");
+      /* (An address family this kernel lacks: the next one, as libnbd.) */
+      snprintf (d->last_err, sizeof d->last_err, "socket for %s: %m",
+                d->target);
+      continue;
+    }
+    /* As libnbd does on the sockets it connects itself: a request's
+     * header and payload, or a small reply, never wait for the peer's
+     * delayed ACK (Nagle).
+     */
+    if (setsockopt (d->fd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 },
+                    sizeof (int)) == -1) {
+      snprintf (why, whylen, "setsockopt TCP_NODELAY: %m");
+      close (d->fd);
+      d->fd = -1;
       return -1;
     }
     /* A bind failure is the same for every address: give up. */

@@ -8,8 +8,9 @@
  * it does it with.  session.c turns channel frames into peer actions;
  * reader.c and batch.c read records from the log (read-only: the
  * filter owns it) and pack them for the wire; sums.c reads the peer's
- * block sums for the filter; dial.c makes the TCP connection itself
- * when it must come from a given local address (--bind).
+ * block sums for the filter; dial.c makes a TCP connection itself (an
+ * address at a time, from the --bind address if given) and hands it to
+ * libnbd.
  *
  * Nothing here exits on a peer error: every failure of the link is
  * reported to the filter as CHAN_LINKDOWN and the replicator waits for
@@ -51,7 +52,7 @@
  */
 #define BATCH_TARGET_RAW       (4u << 20)
 #define CONNECT_TIMEOUT_MS     10000  /* connect + HELLO */
-/* --bind: one address of the peer's name gets this long to answer
+/* dial.c: one address of the peer's name gets this long to answer
  * before the next is tried; once connected, TLS and the HELLO get
  * CONNECT_TIMEOUT_MS.
  */
@@ -170,7 +171,9 @@ extern int reader_locate (struct rlog *log, uint64_t seq, uint64_t epoch,
                           uint64_t E, uint64_t *resume,
                           char *why, size_t whylen);
 
-/* dial.c: a TCP connection from the --bind address (nonblocking). */
+/* dial.c: our own TCP connection (nonblocking), from the --bind address
+ * if given.
+ */
 #define DIAL_HOST_MAX 80         /* a numeric address, with %scope */
 struct dial {
   int fd;                        /* -1: none */

@@ -74,7 +74,11 @@ NBDKIT_PID=$PRI_PID stop_nbdkit
 
 # Without replica-bind the same: a TCP peer with a PSK is dialled an
 # address at a time too (libnbd's own connect would spend the whole
-# connect deadline on the first address, every time).
+# connect deadline on the first address, every time).  Both families
+# are asked for now.
+order=$(ip netns exec "$PNS" getent ahosts peerhost | awk '$2 == "STREAM" { print $1 }' | tr '\n' ' ')
+echo "peerhost in $PNS, any family: $order"
+requires_env test "$order" = "${NET}2 ${NET}3 "
 rm -f "$TMPD/pri.sock"
 spawn_nbdkit "$TMPD/pri2.err" ip netns exec "$PNS" nbdkit -f \
     -U "$TMPD/pri.sock" --filter="$FILTER" file "$TMPD/pri.img" \
