@@ -24,40 +24,50 @@
 #include "wire.h"
 
 /* The value of key=VALUE in the URI's query, copied into buf; NULL if
- * absent.
+ * absent.  Split as libnbd 1.14 splits it (lib/uri.c): at the next '&'
+ * of the rest if there is one, else at the next ';'; no fragment.  The
+ * whole name must match: "xtls-psk-file=" is no PSK.  (What libnbd
+ * would not read as a PSK must not pass for one here: it would then
+ * connect without one, and check no certificate.)
  */
 static const char *
 query_value (const char *uri, const char *key, char *buf, size_t len)
 {
   const char *q = strchr (uri, '?');
   size_t klen = strlen (key);
+  char *query, *p, *end;
+  const char *found = NULL;
 
-  while (q) {
-    q++;
-    if (strncmp (q, key, klen) == 0 && q[klen] == '=') {
-      size_t n = strcspn (q + klen + 1, "&");
+  if (!q || !(query = strndup (q + 1, strcspn (q + 1, "#"))))
+    return NULL;
+  for (p = query; *p && !found; p = *end ? end + 1 : end) {
+    if (!(end = strchr (p, '&')) && !(end = strchr (p, ';')))
+      end = p + strlen (p);
+    if ((size_t) (end - p) > klen && strncmp (p, key, klen) == 0 &&
+        p[klen] == '=') {
+      size_t n = end - (p + klen + 1);
       if (n >= len)
         n = len - 1;
-      memcpy (buf, q + klen + 1, n);
+      memcpy (buf, p + klen + 1, n);
       buf[n] = '\0';
-      return buf;
+      found = buf;
     }
-    q = strchr (q, '&');
   }
-  return NULL;
+  free (query);
+  return found;
 }
 
 const char *
 peer_tls_check (const char *uri, const char *psk_file, const char *cert_dir,
                 char *why, size_t len)
 {
-  char uri_certs[4096], ca[4200];
+  char uri_certs[4096], uri_psk[4096], ca[4200];
   const char *host;
   size_t hlen;
 
   if (strncmp (uri, "nbds", 4) != 0)
     return NULL;                /* plaintext: not this check's business */
-  if (psk_file || strstr (uri, "tls-psk-file="))
+  if (psk_file || query_value (uri, "tls-psk-file", uri_psk, sizeof uri_psk))
     return NULL;
   if (!cert_dir)
     cert_dir = query_value (uri, "tls-certificates", uri_certs,

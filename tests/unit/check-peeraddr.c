@@ -83,6 +83,38 @@ START_TEST (test_no_bind)
 }
 END_TEST
 
+/* What a TLS peer must be given: a PSK (named in full in the query)
+ * or certificates; a plaintext URI is not this check's business.
+ */
+START_TEST (test_tls_check)
+{
+  char why[512];
+
+  ck_assert_ptr_null (peer_tls_check ("nbds://h/?tls-psk-file=/k", NULL,
+                                      NULL, why, sizeof why));
+  ck_assert_ptr_null (peer_tls_check ("nbds://h/?a=1;tls-psk-file=/k",
+                                      NULL, NULL, why, sizeof why));
+  ck_assert_ptr_null (peer_tls_check ("nbds://h/", "/k", NULL, why,
+                                      sizeof why));
+  ck_assert_ptr_null (peer_tls_check ("nbd://h/", NULL, NULL, why,
+                                      sizeof why));
+  ck_assert_ptr_nonnull (peer_tls_check ("nbds://h/", NULL, NULL, why,
+                                         sizeof why));
+  /* Not a PSK parameter: the check applies. */
+  ck_assert_ptr_nonnull (peer_tls_check ("nbds://h/?xtls-psk-file=/k",
+                                         NULL, NULL, why, sizeof why));
+  ck_assert_ptr_nonnull (peer_tls_check ("nbds://h/#tls-psk-file=/k",
+                                         NULL, NULL, why, sizeof why));
+  /* libnbd splits at the first '&' if there is one: its value of "a"
+   * is "1;tls-psk-file=/k", and it has no PSK.
+   */
+  ck_assert_ptr_nonnull (peer_tls_check ("nbds://h/?a=1;tls-psk-file=/k&b=2",
+                                         NULL, NULL, why, sizeof why));
+  ck_assert_ptr_null (peer_tls_check ("nbds://h/?a=1&tls-psk-file=/k;b=2",
+                                      NULL, NULL, why, sizeof why));
+}
+END_TEST
+
 /* What the replicator refuses at each start, the filter must refuse
  * at nbdkit's: every case here made the replicator exit while the
  * filter's own check let it through.
@@ -141,6 +173,7 @@ peeraddr_suite (void)
 
   tcase_add_test (tc, test_defaults_and_decoding);
   tcase_add_test (tc, test_no_bind);
+  tcase_add_test (tc, test_tls_check);
   tcase_add_test (tc, test_refused);
   tcase_add_test (tc, test_rewrite_decodes_user);
   suite_add_tcase (s, tc);
