@@ -68,20 +68,15 @@ dial_setup_auto (struct options *o)
 {
   char reason[400];
 
-  if (!o->peer_plain && !o->tls_psk) {
-    struct peer_addr a;
-    bool uri_psk = peer_addr_parse (o->peer_uri, &a, reason,
-                                    sizeof reason) == 0 && a.uri_psk;
-
-    peer_addr_free (&a);
-    if (!uri_psk)
-      return;                   /* X.509: libnbd checks the host name */
-  }
   if (peer_dial_check (o->peer_uri, NULL, &o->dial.peer, &o->dial.local,
                        &o->dial.local_len, &o->dial.family, reason,
                        sizeof reason) == -1) {
     peer_addr_free (&o->dial.peer);
     return;                     /* not TCP: libnbd's connect */
+  }
+  if (!o->peer_plain && !o->tls_psk && !o->dial.peer.uri_psk) {
+    peer_addr_free (&o->dial.peer);
+    return;                     /* X.509: libnbd checks the host name */
   }
   o->dial.on = true;
 }
