@@ -30,13 +30,20 @@ midsync_secondary ()
     echo "EIO fdatasync sleep=3" >"$TMPD/trigger"
 }
 
+# promote --force in the background (PROMOTE: its PID), once under way.
+start_promote ()
+{
+    "$REPLICACTL" --control "$TMPD/sec.ctl" promote --force \
+        >"$TMPD/promote.out" 2>&1 &
+    PROMOTE=$!
+    register_pid $PROMOTE
+    wait_field "$TMPD/sec.ctl" promoting true 10
+}
+
 # 1. Status during the promote, and a second promote.
 midsync_secondary
-"$REPLICACTL" --control "$TMPD/sec.ctl" promote --force \
-    >"$TMPD/promote.out" 2>&1 &
-promote=$!
-register_pid $promote
-wait_field "$TMPD/sec.ctl" promoting true 10
+start_promote
+promote=$PROMOTE
 "$REPLICACTL" --control "$TMPD/sec.ctl" promote --force \
     >"$TMPD/second.out" 2>&1 &
 second=$!
@@ -76,11 +83,8 @@ NBDKIT_PID=$SEC_PID stop_nbdkit
 # 2. nbdkit stopped (SIGTERM) during a promote waits for it: the client
 # gets its answer, and the log records the primary.
 midsync_secondary
-"$REPLICACTL" --control "$TMPD/sec.ctl" promote --force \
-    >"$TMPD/promote.out" 2>&1 &
-promote=$!
-register_pid $promote
-wait_field "$TMPD/sec.ctl" promoting true 10
+start_promote
+promote=$PROMOTE
 kill -TERM "$SEC_PID"
 wait "$SEC_PID" || fail "nbdkit stopped during a promote exited $?"
 wait $promote || { cat "$TMPD/promote.out"; fail "the promote's answer"; }
